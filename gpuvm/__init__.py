@@ -1,0 +1,88 @@
+"""gpuvm-model: an executable model of Linux DRM GPU VA management.
+
+The core (this package's ``vm``, ``va``, ``vmbo``, ``gem``, ``ops``, ``splitmerge``,
+``vatree``, ``refs``, ``events``, ``errors``) models ``drivers/gpu/drm/drm_gpuvm.c`` op for
+op; the driver layer, legacy path, cost observers and studies build on it.
+"""
+
+from gpuvm.errors import (
+    AlreadyInserted,
+    GpuvmError,
+    InitOverflow,
+    InvalidRange,
+    InvalidValue,
+    LeakError,
+    LinkError,
+    NoObject,
+    NotInserted,
+    NotSupported,
+    OutOfBounds,
+    RefcountUnderflow,
+    StaleOps,
+    UseAfterFree,
+    VaExists,
+    VaInUse,
+    ZeroRange,
+)
+from gpuvm.events import EventBus, EventLog
+from gpuvm.gem import GemObject, Resv
+from gpuvm.ops import (
+    MapOp,
+    MapRequest,
+    OpList,
+    Piece,
+    PrefetchOp,
+    RemapOp,
+    UnmapOp,
+    UnmapRequest,
+)
+from gpuvm.refs import CALLER, OWNER, Holder, explain
+from gpuvm.va import Va
+from gpuvm.vatree import RefDirection, VaIndex
+from gpuvm.vm import GpuVm, GpuVmFlags
+from gpuvm.vmbo import VmBo, gem_evict
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CALLER",
+    "OWNER",
+    "AlreadyInserted",
+    "EventBus",
+    "EventLog",
+    "GemObject",
+    "GpuVm",
+    "GpuVmFlags",
+    "GpuvmError",
+    "Holder",
+    "InitOverflow",
+    "InvalidRange",
+    "InvalidValue",
+    "LeakError",
+    "LinkError",
+    "MapOp",
+    "MapRequest",
+    "NoObject",
+    "NotInserted",
+    "NotSupported",
+    "OpList",
+    "OutOfBounds",
+    "Piece",
+    "PrefetchOp",
+    "RefDirection",
+    "RefcountUnderflow",
+    "RemapOp",
+    "Resv",
+    "StaleOps",
+    "UnmapOp",
+    "UnmapRequest",
+    "UseAfterFree",
+    "Va",
+    "VaExists",
+    "VaInUse",
+    "VaIndex",
+    "VmBo",
+    "ZeroRange",
+    "explain",
+    "gem_evict",
+]

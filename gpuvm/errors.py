@@ -1,0 +1,193 @@
+"""The library's error hierarchy.
+
+Every rejected operation raises a subclass of :class:`GpuvmError` carrying the kernel
+errno it models (``errno`` attribute, a positive number as in :mod:`errno`).  Where the
+kernel itself silently corrupts state (a zero-range insert, a double insert, unlinking an
+unlinked VA, ...), the model raises with the errno the nearest kernel check would have
+returned, so callers can still switch on it.  A raised error always leaves the model
+unchanged: operations validate first and mutate after.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class GpuvmError(Exception):
+    """Base of every error the model raises; ``errno`` is the kernel's positive errno."""
+
+    errno: int = _errno.EINVAL
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        if errno is not None:
+            self.errno = errno
+
+    @property
+    def errno_name(self) -> str:
+        """Symbolic errno name, e.g. ``"EINVAL"``."""
+        return _errno.errorcode.get(self.errno, str(self.errno))
+
+    def __str__(self) -> str:
+        return f"{self.errno_name}: {super().__str__()}"
+
+
+# --- values and ranges --------------------------------------------------------------------
+
+
+class InvalidValue(GpuvmError):
+    """An address, range or offset that is not a u64 (negative, >= 2**64, not an int)."""
+
+    errno = _errno.EINVAL
+
+
+class InvalidRange(GpuvmError):
+    """``drm_gpuvm_range_valid`` failed: overflow, outside the VM window, or in the
+    kernel-reserved node (``-EINVAL`` from insert, sm_map and sm_unmap)."""
+
+    errno = _errno.EINVAL
+
+
+class ZeroRange(InvalidRange):
+    """A zero range, which the kernel accepts and then mishandles (inverted interval)."""
+
+
+class InitOverflow(GpuvmError):
+    """``drm_gpuvm_init`` with a window or reserved range that overflows u64 (kernel WARNs
+    and continues with a broken VM; the model refuses)."""
+
+    errno = _errno.EINVAL
+
+
+class OutOfBounds(GpuvmError):
+    """Optional check (off by default, unchecked in the kernel): a mapping that reaches past
+    the end of its object."""
+
+    errno = _errno.EINVAL
+
+
+# --- the VA tree ----------------------------------------------------------------------------
+
+
+class VaExists(GpuvmError):
+    """``drm_gpuva_insert`` onto an occupied range (``-EEXIST``)."""
+
+    errno = _errno.EEXIST
+
+
+class AlreadyInserted(GpuvmError):
+    """Inserting a VA that is already in a tree (kernel: silent tree corruption)."""
+
+    errno = _errno.EEXIST
+
+
+class NotInserted(GpuvmError):
+    """Removing or linking a VA that is not in this VM's tree (kernel: corruption or a
+    NULL dereference)."""
+
+    errno = _errno.EINVAL
+
+
+class VaInUse(GpuvmError):
+    """The driver freed a VA still inserted or linked (kernel: dangling pointers)."""
+
+    errno = _errno.EBUSY
+
+
+# --- links and VmBos ------------------------------------------------------------------------
+
+
+class LinkError(GpuvmError):
+    """``drm_gpuva_link``/``unlink`` misuse: object mismatch (kernel WARNs and links anyway),
+    VM mismatch, double link, or unlink of an unlinked VA."""
+
+    errno = _errno.EINVAL
+
+
+class NoObject(GpuvmError):
+    """An operation that needs a GEM object got an object-less (sparse / NULL) VA."""
+
+    errno = _errno.EINVAL
+
+
+class StaleOps(GpuvmError):
+    """An op list applied to a VM whose VA space changed since the list was built, or to a
+    different VM (kernel: undefined behaviour)."""
+
+    errno = _errno.ESTALE
+
+
+class NotSupported(GpuvmError):
+    """A driver callback the operation needs is missing (``-EOPNOTSUPP``)."""
+
+    errno = _errno.EOPNOTSUPP
+
+
+class CallbackError(GpuvmError):
+    """A driver callback returned a negative errno; the operation stopped there."""
+
+
+# --- reference counts and lifetimes ---------------------------------------------------------
+
+
+class RefcountUnderflow(GpuvmError):
+    """A put by a holder that holds no reference (kernel: refcount WARN, then use-after-free)."""
+
+    errno = _errno.EINVAL
+
+
+class UseAfterFree(GpuvmError):
+    """An access to an object whose last reference is gone."""
+
+    errno = _errno.EFAULT
+
+
+class LeakError(GpuvmError):
+    """A teardown that would leave objects alive (VAs, VmBos, buffers); the message names
+    them and the chain of holders that keeps each alive."""
+
+    errno = _errno.EBUSY
+
+
+# --- driver layer (files, PRIME, KMS) -------------------------------------------------------
+
+
+class BadHandle(GpuvmError):
+    """A GEM handle that is not open in this file (``-ENOENT``)."""
+
+    errno = _errno.ENOENT
+
+
+class BadFd(GpuvmError):
+    """A file descriptor that is not open (``-EBADF``)."""
+
+    errno = _errno.EBADF
+
+
+class Busy(GpuvmError):
+    """The operation conflicts with existing state (``-EBUSY``)."""
+
+    errno = _errno.EBUSY
+
+
+class ModeError(GpuvmError):
+    """A DRM file used in the path (legacy or VM_BIND) it did not choose; carries the driver
+    flavour's errno (msm ``-EINVAL``/``-EBUSY``, nouveau ``-ENOSYS``)."""
+
+
+class NoSpace(GpuvmError):
+    """The iova allocator has no hole that fits (``-ENOSPC``, drm_mm)."""
+
+    errno = _errno.ENOSPC
+
+
+class NoMemory(GpuvmError):
+    """No room to place or migrate a buffer (``-ENOMEM``)."""
+
+    errno = _errno.ENOMEM
+
+
+class PermissionDenied(GpuvmError):
+    """The exporter refuses (``-EPERM``)."""
+
+    errno = _errno.EPERM

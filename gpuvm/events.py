@@ -1,0 +1,222 @@
+"""Facts the model emits, and the bus observers subscribe to.
+
+The model is clock-free: operations change state and emit events; cost counters, the
+lifetime checker and trace recorders are observers.  Events are frozen values.  Emitting
+is free when nobody listens, so the hot paths stay fast without observers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+Listener = Callable[["Event"], None]
+
+
+@attrs.frozen(slots=True)
+class Event:
+    """Base class of every event."""
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+# --- VA tree and links (drm_gpuva_insert / remove / link / unlink) -------------------------
+
+
+@attrs.frozen(slots=True)
+class VaInserted(Event):
+    vm: object
+    va: object
+
+
+@attrs.frozen(slots=True)
+class VaRemoved(Event):
+    vm: object
+    va: object
+
+
+@attrs.frozen(slots=True)
+class VaLinked(Event):
+    va: object
+    vm_bo: object
+
+
+@attrs.frozen(slots=True)
+class VaUnlinked(Event):
+    va: object
+    vm_bo: object
+
+
+@attrs.frozen(slots=True)
+class VmBoCreated(Event):
+    vm_bo: object
+
+
+@attrs.frozen(slots=True)
+class VmBoDestroyed(Event):
+    vm_bo: object
+
+
+# --- page tables (what a driver does when it applies ops) -----------------------------------
+
+
+@attrs.frozen(slots=True)
+class Mapped(Event):
+    """Page-table entries written for ``[addr, addr+range)`` (a map, or the non-kept part
+    of one)."""
+
+    vm: object
+    addr: int
+    range: int
+    obj: object
+    offset: int
+
+
+@attrs.frozen(slots=True)
+class Unmapped(Event):
+    """Page-table entries cleared for ``[addr, addr+range)``."""
+
+    vm: object
+    addr: int
+    range: int
+
+
+@attrs.frozen(slots=True)
+class TlbInvalidated(Event):
+    """A TLB invalidation covering ``[addr, addr+range)``; whether it costs a per-page range
+    invalidation or one whole-context flush is the cost preset's business."""
+
+    vm: object
+    addr: int
+    range: int
+
+
+# --- VMAs (legacy path and kernel-managed VMs) ----------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class VmaCreated(Event):
+    vm: object
+    vma: object
+
+
+@attrs.frozen(slots=True)
+class VmaDestroyed(Event):
+    vm: object
+    vma: object
+
+
+# --- references and lifetimes --------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class RefGot(Event):
+    target: object
+    holder: object
+
+
+@attrs.frozen(slots=True)
+class RefPut(Event):
+    target: object
+    holder: object
+
+
+@attrs.frozen(slots=True)
+class Freed(Event):
+    """An object's last reference is gone and it was destroyed (GEM free, VM free, ...)."""
+
+    obj: object
+
+
+@attrs.frozen(slots=True)
+class Warning(Event):  # noqa: A001 - the kernel's WARN, not Python's warnings
+    """Something the kernel would WARN about and then carry on with."""
+
+    where: object
+    message: str
+
+
+# --- eviction and validation ---------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class Evicted(Event):
+    vm_bo: object
+    evicted: bool
+
+
+@attrs.frozen(slots=True)
+class Validated(Event):
+    vm_bo: object
+
+
+# --- driver layer -------------------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class Ioctl(Event):
+    """A userspace call into the driver (counted by cost observers)."""
+
+    name: str
+    file: object = None
+
+
+@attrs.frozen(slots=True)
+class Migrated(Event):
+    """A buffer's backing moved between memory domains."""
+
+    obj: object
+    src: str
+    dst: str
+    bytes: int
+
+
+@attrs.frozen(slots=True)
+class FrameEnd(Event):
+    """A workload finished one frame (a pageflip)."""
+
+    index: int
+
+
+@attrs.define(slots=True, eq=False)
+class EventBus:
+    """Fan-out of events to listeners, in subscription order."""
+
+    listeners: list[Listener] = attrs.field(factory=list)
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Add ``listener``; returns a function that removes it."""
+        self.listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self.listeners:
+                self.listeners.remove(listener)
+
+        return unsubscribe
+
+    def emit(self, event: Event) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.listeners)
+
+
+@attrs.define(slots=True, eq=False)
+class EventLog:
+    """A listener that keeps every event, for tests and traces."""
+
+    events: list[Event] = attrs.field(factory=list)
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, *kinds: type[Event]) -> list[Event]:
+        return [e for e in self.events if isinstance(e, kinds)]
+
+    def clear(self) -> None:
+        self.events.clear()

@@ -1,0 +1,120 @@
+"""The (VM, GEM) link object (``struct drm_gpuvm_bo``).
+
+A VmBo holds one reference on its VM and one on its buffer, and is itself counted: the
+caller that created, found or obtained it holds one, and every VA linked to it holds one.
+At zero it leaves the extobj / evict lists and the GEM's list, then drops the VM reference
+and finally the buffer reference (``drm_gpuvm_bo_destroy``'s order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import attrs
+
+from gpuvm.errors import UseAfterFree
+from gpuvm.events import Evicted, RefGot, RefPut, VmBoDestroyed
+from gpuvm.refs import CALLER, RefCount
+
+if TYPE_CHECKING:
+    from gpuvm.gem import GemObject
+    from gpuvm.va import Va
+    from gpuvm.vm import GpuVm
+
+
+@attrs.define(slots=True, eq=False, repr=False)
+class VmBo:
+    """``struct drm_gpuvm_bo``: unique per (VM, GEM) while it is on the GEM's list."""
+
+    vm: GpuVm
+    obj: GemObject
+    refs: RefCount = attrs.field(init=False)
+    vas: dict[Va, None] = attrs.field(init=False, factory=dict)
+    evicted: bool = attrs.field(init=False, default=False)
+    listed: bool = attrs.field(init=False, default=False)
+    freed: bool = attrs.field(init=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.refs = RefCount(self, on_zero=self._destroy)
+
+    def __repr__(self) -> str:
+        return f"VmBo({self.vm.name}, {self.obj.name})" + (" (freed)" if self.freed else "")
+
+    @property
+    def kref(self) -> int:
+        return self.refs.total
+
+    def keepers(self) -> Iterable[object]:
+        return list(self.refs.holders)
+
+    def check_alive(self, what: str = "access") -> None:
+        if self.freed:
+            raise UseAfterFree(f"{what} on freed {self!r}")
+
+    def get(self, holder: object = CALLER) -> VmBo:
+        """``drm_gpuvm_bo_get``."""
+        self.check_alive("get")
+        self.refs.get(holder)
+        bus = self.vm.bus
+        if bus.listeners:
+            bus.emit(RefGot(self, holder))
+        return self
+
+    def put(self, holder: object = CALLER) -> bool:
+        """``drm_gpuvm_bo_put``; destroys the VmBo at zero.  True if it was destroyed."""
+        self.check_alive("put")
+        self.refs.check_put(holder)
+        bus = self.vm.bus
+        if bus.listeners:
+            bus.emit(RefPut(self, holder))
+        return self.refs.put(holder)
+
+    def _destroy(self) -> None:
+        vm = self.vm
+        vm.extobj.pop(self, None)
+        vm.evict.pop(self, None)
+        if self.listed:
+            self.obj.vm_bos.remove(self)
+            self.listed = False
+        vm.vm_bos.pop(self, None)
+        self.freed = True
+        if vm.bus.listeners:
+            vm.bus.emit(VmBoDestroyed(self))
+        vm.put(self)
+        self.obj.put(self)
+
+    # --- extobj / evict -------------------------------------------------------------------
+
+    @property
+    def is_extobj(self) -> bool:
+        return self.vm.is_extobj(self.obj)
+
+    def extobj_add(self) -> None:
+        """``drm_gpuvm_bo_extobj_add``: put an external object on the VM's extobj list
+        (idempotent; a no-op for VM-private objects)."""
+        self.check_alive("extobj_add")
+        if self.is_extobj:
+            self.vm.extobj.setdefault(self, None)
+
+    def evict(self, evict: bool = True) -> None:
+        """``drm_gpuvm_bo_evict``: mark (un)evicted and keep the evict list in step; with
+        RESV_PROTECTED, external objects are listed later by ``prepare_objects``."""
+        self.check_alive("evict")
+        self.evicted = evict
+        vm = self.vm
+        if vm.bus.listeners:
+            vm.bus.emit(Evicted(self, evict))
+        if self.is_extobj and vm.resv_protected:
+            return
+        if evict:
+            vm.evict.setdefault(self, None)
+        else:
+            vm.evict.pop(self, None)
+
+
+def gem_evict(obj: GemObject, evict: bool = True) -> None:
+    """``drm_gpuvm_bo_gem_evict``: (un)evict every VmBo of ``obj``."""
+    obj.check_alive("evict")
+    for vm_bo in list(obj.vm_bos):
+        vm_bo.evict(evict)
