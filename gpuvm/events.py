@@ -132,7 +132,7 @@ class Freed(Event):
 
 
 @attrs.frozen(slots=True)
-class Warning(Event):  # noqa: A001 - the kernel's WARN, not Python's warnings
+class Warning(Event):
     """Something the kernel would WARN about and then carry on with."""
 
     where: object

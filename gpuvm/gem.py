@@ -8,7 +8,7 @@ ordered, non-owning list of the VmBos of this object (``obj->gpuva.list``).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -47,20 +47,20 @@ class GemObject:
 
     size: int
     name: str = ""
-    resv: Resv = attrs.field(default=None)
+    resv: Resv = attrs.field(factory=Resv)
     bus: EventBus = attrs.field(factory=EventBus)
     id: int = attrs.field(factory=lambda: next(_ids))
     refs: RefCount = attrs.field(init=False)
     vm_bos: list[VmBo] = attrs.field(init=False, factory=list)
     freed: bool = attrs.field(init=False, default=False)
-    free_hooks: list = attrs.field(init=False, factory=list)
+    free_hooks: list[Callable[[GemObject], None]] = attrs.field(init=False, factory=list)
 
     def __attrs_post_init__(self) -> None:
         check_u64("size", self.size)
         if not self.name:
             self.name = f"bo{self.id}"
-        if self.resv is None:
-            self.resv = Resv(self.name)
+        if not self.resv.name:
+            self.resv.name = self.name
         self.refs = RefCount(self, on_zero=self._release)
         self.refs.get(OWNER)
 

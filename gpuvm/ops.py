@@ -7,7 +7,7 @@ holds the VA entity itself, so two ops are equal only if they name the same VA.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Union, overload
+from typing import TYPE_CHECKING, overload
 
 import attrs
 
@@ -105,7 +105,7 @@ class PrefetchOp:
     va: Va
 
 
-Op = Union[MapOp, UnmapOp, RemapOp, PrefetchOp]
+Op = MapOp | UnmapOp | RemapOp | PrefetchOp
 
 
 @attrs.frozen(slots=True)

@@ -55,7 +55,8 @@ def sm_map_steps(index: VaIndex[Va], req: MapRequest) -> Iterator[Op]:
                     break
                 continue
             yield RemapOp(
-                None, Piece(req_end, end - req_end, obj, (off + req_range) & MASK),
+                None,
+                Piece(req_end, end - req_end, obj, (off + req_range) & MASK),
                 UnmapOp(va, keep),
             )
             break
@@ -79,7 +80,8 @@ def sm_map_steps(index: VaIndex[Va], req: MapRequest) -> Iterator[Op]:
                 break
             continue
         yield RemapOp(
-            None, Piece(req_end, end - req_end, obj, (off + req_end - addr) & MASK),
+            None,
+            Piece(req_end, end - req_end, obj, (off + req_end - addr) & MASK),
             UnmapOp(va, keep),
         )
         break

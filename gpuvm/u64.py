@@ -10,9 +10,8 @@ MASK = U64_MAX
 
 def check_u64(name: str, value: object) -> int:
     """Return ``value`` if it is an int in ``[0, 2**64)``, else raise :class:`InvalidValue`."""
-    if type(value) is not int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidValue(f"{name} must be an integer, got {value!r}")
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidValue(f"{name} must be an integer, got {value!r}")
     if value < 0 or value > U64_MAX:
         raise InvalidValue(f"{name}={value} is not a u64")
     return int(value)

@@ -37,10 +37,10 @@ from gpuvm.events import (
     TlbInvalidated,
     Unmapped,
     VaInserted,
+    Validated,
     VaLinked,
     VaRemoved,
     VaUnlinked,
-    Validated,
     VmBoCreated,
     Warning,
 )
@@ -82,6 +82,7 @@ class GpuVm:
     """
 
     __slots__ = (
+        "__weakref__",
         "bus",
         "check_bounds",
         "evict",
@@ -102,13 +103,12 @@ class GpuVm:
         "vm_bos",
         "vm_free",
         "warnings",
-        "__weakref__",
     )
 
     def __init__(
         self,
         start: int,
-        range: int,  # noqa: A002 - the kernel's name
+        range: int,
         reserve_start: int = 0,
         reserve_range: int = 0,
         *,
@@ -208,7 +208,7 @@ class GpuVm:
 
     # --- ranges and lookups ------------------------------------------------------------
 
-    def range_valid(self, addr: int, range: int) -> bool:  # noqa: A002
+    def range_valid(self, addr: int, range: int) -> bool:
         """``drm_gpuvm_range_valid``: no u64 overflow, inside the window, outside the
         kernel-reserved node.  A zero range passes, as in the kernel."""
         if type(addr) is not int or type(range) is not int:
@@ -223,7 +223,7 @@ class GpuVm:
         kr = self.reserve_range
         return not (kr and addr < self.reserve_start + kr and self.reserve_start < end)
 
-    def _check_range(self, what: str, addr: int, range: int) -> None:  # noqa: A002
+    def _check_range(self, what: str, addr: int, range: int) -> None:
         check_u64("addr", addr)
         check_u64("range", range)
         if range == 0:
@@ -235,13 +235,13 @@ class GpuVm:
                 f"[{self.reserve_start:#x}, +{self.reserve_range:#x}))"
             )
 
-    def find_first(self, addr: int, range: int) -> Va | None:  # noqa: A002
+    def find_first(self, addr: int, range: int) -> Va | None:
         """``drm_gpuva_find_first``: the lowest VA meeting ``[addr, addr+range-1]``."""
         check_u64("addr", addr)
         check_u64("range", range)
         return self.index.first_overlap(addr, (addr + range - 1) & U64_MAX)
 
-    def find(self, addr: int, range: int) -> Va | None:  # noqa: A002
+    def find(self, addr: int, range: int) -> Va | None:
         """``drm_gpuva_find``: the VA at exactly ``[addr, addr+range)``, or None."""
         va = self.find_first(addr, range)
         if va is not None and va.addr == addr and va.range == range:
@@ -265,7 +265,7 @@ class GpuVm:
             return None
         return self.index.first_overlap(end, end + 1)
 
-    def interval_empty(self, addr: int, range: int) -> bool:  # noqa: A002
+    def interval_empty(self, addr: int, range: int) -> bool:
         """``drm_gpuvm_interval_empty``."""
         return self.find_first(addr, range) is None
 
@@ -285,7 +285,7 @@ class GpuVm:
     def insert(
         self,
         addr: int,
-        range: int,  # noqa: A002
+        range: int,
         obj: GemObject | None = None,
         offset: int = 0,
         *,
@@ -351,7 +351,7 @@ class GpuVm:
         self.warnings.append(message)
         self.bus.emit(Warning(self, message))
 
-    def _check_bounds(self, addr: int, range: int, obj: GemObject, offset: int) -> None:  # noqa: A002
+    def _check_bounds(self, addr: int, range: int, obj: GemObject, offset: int) -> None:
         if self.check_bounds and offset + range > obj.size:
             raise OutOfBounds(
                 f"mapping {obj.name}@{offset:#x}+{range:#x} at {addr:#x} passes its end "
@@ -471,13 +471,13 @@ class GpuVm:
         self._check_map_request(req)
         return OpList(self, self.generation, tuple(sm_map_steps(self.index, req)))
 
-    def sm_unmap_ops(self, addr: int, range: int) -> OpList:  # noqa: A002
+    def sm_unmap_ops(self, addr: int, range: int) -> OpList:
         """``drm_gpuvm_sm_unmap_ops_create``: the ops that empty ``[addr, addr+range)``."""
         self.check_alive("sm_unmap")
         self._check_range("sm_unmap", addr, range)
         return OpList(self, self.generation, tuple(sm_unmap_steps(self.index, addr, range)))
 
-    def prefetch_ops(self, addr: int, range: int) -> OpList:  # noqa: A002
+    def prefetch_ops(self, addr: int, range: int) -> OpList:
         """``drm_gpuvm_prefetch_ops_create``: one PREFETCH per VA in the range walk (no range
         validation, kernel node included, as in the kernel)."""
         check_u64("addr", addr)
@@ -503,7 +503,7 @@ class GpuVm:
                 return ret
         return 0
 
-    def sm_unmap(self, addr: int, range: int, step: Step) -> int:  # noqa: A002
+    def sm_unmap(self, addr: int, range: int, step: Step) -> int:
         """``drm_gpuvm_sm_unmap`` with a step callback; see :meth:`sm_map`."""
         self.check_alive("sm_unmap")
         self._check_range("sm_unmap", addr, range)
@@ -613,8 +613,12 @@ class GpuVm:
                     if piece is None:
                         continue
                     nva = Va(
-                        piece.addr, piece.range, piece.obj, piece.offset,
-                        sparse=old.sparse, invalidated=old.invalidated,
+                        piece.addr,
+                        piece.range,
+                        piece.obj,
+                        piece.offset,
+                        sparse=old.sparse,
+                        invalidated=old.invalidated,
                         user_flags=old.user_flags,
                     )
                     self._insert(nva)
@@ -638,11 +642,11 @@ class GpuVm:
                         emit(Mapped(self, a, r, op.obj, (op.offset + a - op.addr) & U64_MAX))
         return created
 
-    def map(self, addr: int, range: int, obj: GemObject | None = None, offset: int = 0) -> list[Va]:  # noqa: A002
+    def map(self, addr: int, range: int, obj: GemObject | None = None, offset: int = 0) -> list[Va]:
         """Compute and apply the ops of one map request (a one-op VM_BIND)."""
         return self.apply(self.sm_map_ops(MapRequest(addr, range, obj, offset)))
 
-    def unmap(self, addr: int, range: int) -> list[Va]:  # noqa: A002
+    def unmap(self, addr: int, range: int) -> list[Va]:
         """Compute and apply the ops that empty ``[addr, addr+range)``."""
         return self.apply(self.sm_unmap_ops(addr, range))
 
@@ -709,7 +713,7 @@ class GpuVm:
                     self.evict.setdefault(vm_bo, None)
         return frozenset(out)
 
-    def prepare_range(self, addr: int, range: int) -> frozenset[Resv]:  # noqa: A002
+    def prepare_range(self, addr: int, range: int) -> frozenset[Resv]:
         """``drm_gpuvm_prepare_range``: the reservation of every object mapped in the range.
         An object-less VA (or the kernel node) is refused: the kernel passes NULL to
         drm_exec there."""
@@ -723,7 +727,7 @@ class GpuVm:
         """``drm_gpuvm_exec_lock``: VM reservation, all extobjs, plus extra objects."""
         return self.prepare_vm() | self.prepare_objects() | {o.resv for o in extra}
 
-    def exec_lock_range(self, addr: int, range: int) -> frozenset[Resv]:  # noqa: A002
+    def exec_lock_range(self, addr: int, range: int) -> frozenset[Resv]:
         """``drm_gpuvm_exec_lock_range``: VM reservation plus objects mapped in the range."""
         return self.prepare_vm() | self.prepare_range(addr, range)
 
@@ -733,7 +737,7 @@ class GpuVm:
         out = set() if req.obj is None else {req.obj.resv}
         return frozenset(out | _touched_resvs(self.sm_map_ops(req)))
 
-    def sm_unmap_exec_lock(self, addr: int, range: int) -> frozenset[Resv]:  # noqa: A002
+    def sm_unmap_exec_lock(self, addr: int, range: int) -> frozenset[Resv]:
         """``drm_gpuvm_sm_unmap_exec_lock``."""
         return _touched_resvs(self.sm_unmap_ops(addr, range))
 
