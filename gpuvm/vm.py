@@ -673,6 +673,12 @@ class GpuVm:
 
     # --- eviction and validation --------------------------------------------------------
 
+    def bo_evict(self, vm_bo: VmBo, evict: bool = True) -> None:
+        """``drm_gpuvm_bo_evict`` for a VmBo of this VM (see :meth:`VmBo.evict`)."""
+        if vm_bo.vm is not self:
+            raise LinkError(f"{vm_bo!r} belongs to another VM")
+        vm_bo.evict(evict)
+
     def validate(self, callback: Callable[[VmBo], int | None] | None = None) -> int:
         """``drm_gpuvm_validate``: call the driver's ``vm_bo_validate`` on each VmBo of the
         evict list, stopping at the first error, which is returned (negative errno) as the
