@@ -191,3 +191,25 @@ class PermissionDenied(GpuvmError):
     """The exporter refuses (``-EPERM``)."""
 
     errno = _errno.EPERM
+
+
+# --- placement (TTM) ------------------------------------------------------------------------
+
+
+class PinnedBuffer(GpuvmError):
+    """The buffer is pinned and the request would move it or drop its backing
+    (``ttm_bo_validate`` ``-EINVAL``; amdgpu_bo_pin_restricted pinned elsewhere)."""
+
+    errno = _errno.EINVAL
+
+
+class NotPinned(GpuvmError):
+    """Unpin of a buffer whose pin count is already zero (kernel: WARN in ttm_bo_unpin)."""
+
+    errno = _errno.EINVAL
+
+
+class NotManaged(GpuvmError):
+    """A buffer that has no backing state in this memory manager (or already has one)."""
+
+    errno = _errno.EINVAL
