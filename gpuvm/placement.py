@@ -52,6 +52,7 @@ __all__ = [
     "MoveHook",
     "Place",
     "PlaceFlags",
+    "PlaceSpec",
     "Resource",
     "amdgpu_domains",
     "copy_bytes",
