@@ -866,7 +866,7 @@ class GpuVm:
         obj = vm_bo.obj
         if obj.freed:
             raise AssertionError(f"{vm_bo!r} holds a freed buffer")
-        if obj.refs.count(vm_bo) != 1 or self.refs.count(vm_bo) != 1:
+        if obj.refs.count(vm_bo) != int(vm_bo.holds_obj) or self.refs.count(vm_bo) != 1:
             raise AssertionError(f"{vm_bo!r} must hold exactly one GEM and one VM reference")
         if vm_bo.listed != (vm_bo in obj.vm_bos) or obj.vm_bos.count(vm_bo) > 1:
             raise AssertionError(f"{vm_bo!r} GEM-list membership inconsistent")
