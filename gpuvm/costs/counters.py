@@ -16,10 +16,12 @@ previous frame boundary).  Scopes do not nest.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, overload
 
+from gpuvm import events as _events
 from gpuvm.costs.counts import (
     BYTES_MAPPED,
     BYTES_MIGRATED,
@@ -66,54 +68,25 @@ TlbKindSpec = str | Callable[[Any], str]
 
 _NF: Final = len(INT_FIELDS)
 
-_Raw = tuple[list[int], dict[int, tuple[int, int]], dict[str, int]]
-
-
-class _Acc:
-    """A mutable tally laid out as :data:`INT_FIELDS`, plus per-page-size and per-ioctl
-    cells."""
-
-    __slots__ = ("by_size", "ioctl_names", "n")
-
-    def __init__(self) -> None:
-        self.n = [0] * _NF
-        self.by_size: dict[int, list[int]] = {}
-        self.ioctl_names: dict[str, int] = {}
-
-    def raw(self) -> _Raw:
-        return (
-            list(self.n),
-            {s: (c[0], c[1]) for s, c in self.by_size.items()},
-            dict(self.ioctl_names),
-        )
-
-    def counts(self, frames: int | None = None) -> Counts:
-        n = self.n if frames is None else [*self.n[:FRAMES], frames, *self.n[FRAMES + 1 :]]
-        return from_parts(n, self.by_size, self.ioctl_names)
-
-    def since(self, mark: _Raw) -> Counts:
-        n0, bs0, names0 = mark
-        n = [a - b for a, b in zip(self.n, n0, strict=True)]
-        by_size: dict[int, list[int]] = {}
-        for size, cell in self.by_size.items():
-            m0, u0 = bs0.get(size, (0, 0))
-            by_size[size] = [cell[0] - m0, cell[1] - u0]
-        names = {k: v - names0.get(k, 0) for k, v in self.ioctl_names.items()}
-        return from_parts(n, by_size, names)
+# Slots past the fixed fields are allocated on demand, one per (kind, key):
+# ("mapped", page_size), ("unmapped", page_size) and ("ioctl", name).
+_SlotKey = tuple[str, object]
+_Record = tuple[int, ...]
 
 
 class _VmState:
-    """What the counters know about one VM: its page size, TLB kind and tallies."""
+    """What the counters know about one VM: its page size, TLB kind, its tally (a flat
+    list in slot layout) and the slots of its page size."""
 
-    __slots__ = ("acc", "dev_cell", "page_size", "per_page", "vm", "vm_cell")
+    __slots__ = ("acc", "mapped_slot", "page_size", "per_page", "unmapped_slot", "vm")
 
-    def __init__(self, vm: object, acc: _Acc) -> None:
+    def __init__(self, vm: object) -> None:
         self.vm = vm
-        self.acc = acc
+        self.acc = [0] * _NF
         self.page_size = DEFAULT_PAGE_SIZE
         self.per_page = False
-        self.vm_cell: list[int] = []
-        self.dev_cell: list[int] = []
+        self.mapped_slot = 0
+        self.unmapped_slot = 0
 
 
 class FrameScope:
@@ -141,6 +114,39 @@ class FrameScope:
         self.counters._close_scope(self, record=exc_type is None)
 
 
+class _FrameView(Sequence[Counts]):
+    """The frame records as :class:`Counts`, built on access (identical frames share one
+    record and one :class:`Counts`)."""
+
+    __slots__ = ("_counters",)
+
+    def __init__(self, counters: CostCounters) -> None:
+        self._counters = counters
+
+    def __len__(self) -> int:
+        return len(self._counters._frames)
+
+    @overload
+    def __getitem__(self, i: int) -> Counts: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Counts]: ...
+
+    def __getitem__(self, i: int | slice) -> Counts | list[Counts]:
+        c = self._counters
+        if isinstance(i, slice):
+            return [c._record_counts(r) for r in c._frames[i]]
+        return c._record_counts(c._frames[i])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} frame records>"
+
+
 class CostCounters:
     """Counts page-table work from model events, per VM, per device and per frame.
 
@@ -156,13 +162,16 @@ class CostCounters:
         "_default_page_size",
         "_default_tlb_kind",
         "_dev",
-        "_dev_by_size",
-        "_dispatch",
         "_frames",
+        "_interned",
         "_keep_frames",
+        "_listener",
         "_mark",
         "_overrides",
+        "_record_cache",
         "_scope",
+        "_slot_keys",
+        "_slot_of",
         "_unsubscribe",
         "_vms",
         "warnings",
@@ -186,25 +195,26 @@ class CostCounters:
         self._overrides: dict[int, tuple[object, int | None, str | None]] = {}
         self._unsubscribe: list[Callable[[], None]] = []
         self.warnings: list[str] = []
-        self._dispatch: dict[type, Callable[[Any], None] | None] = {}
         self._scope: FrameScope | None = None
-        self._reset_tallies()
+        self._slot_keys: list[_SlotKey] = []
+        self._slot_of: dict[_SlotKey, int] = {}
+        # These containers are captured by the listener and only ever changed in place.
+        self._dev: list[int] = [0] * _NF
+        self._vms: dict[int, _VmState] = {}
+        self._frames: list[_Record] = []
+        self._interned: dict[_Record, _Record] = {}
+        self._record_cache: dict[_Record, Counts] = {}
+        self._mark: list[int] = [0] * _NF
+        self._listener = self._make_listener()
         if bus is not None:
             for b in [bus] if isinstance(bus, EventBus) else list(bus):
                 self.attach(b)
-
-    def _reset_tallies(self) -> None:
-        self._dev = _Acc()
-        self._dev_by_size = self._dev.by_size
-        self._vms: dict[int, _VmState] = {}
-        self._frames: list[Counts] = []
-        self._mark = self._dev.raw()
 
     # --- attaching ----------------------------------------------------------------------
 
     def attach(self, bus: EventBus) -> None:
         """Subscribe to ``bus``; its events count towards this device's totals."""
-        self._unsubscribe.append(bus.subscribe(self._on_event))
+        self._unsubscribe.append(bus.subscribe(self._listener))
 
     def detach(self) -> None:
         """Unsubscribe from every attached bus; the counts stay readable."""
@@ -237,15 +247,15 @@ class CostCounters:
     def total(self) -> Counts:
         """Everything counted on the attached buses (the device scope); ``frames`` is the
         number of frames closed so far."""
-        return self._dev.counts()
+        return self._counts(self._dev)
 
     def vm(self, vm: object) -> Counts:
         """The counts of one VM (zero if it emitted nothing counted).  ``frames`` is the
         device's, so per-frame averages of a VM's counts work."""
         st = self._vms.get(id(vm))
         if st is None:
-            return Counts(frames=self._dev.n[FRAMES])
-        return st.acc.counts(self._dev.n[FRAMES])
+            return Counts(frames=self._dev[FRAMES])
+        return self._counts(st.acc, frames=self._dev[FRAMES])
 
     def per_vm(self) -> dict[object, Counts]:
         """Counts of every VM seen, in first-seen order, keyed by the VM object."""
@@ -265,13 +275,22 @@ class CostCounters:
 
     @property
     def frames(self) -> Sequence[Counts]:
-        """Frame records in order (each with ``frames == 1``); do not mutate."""
-        return self._frames
+        """Frame records in order, each with ``frames == 1`` (a read-only view)."""
+        return _FrameView(self)
 
     def frames_sum(self, start: int = 0, stop: int | None = None) -> Counts:
         """The sum of frame records ``[start:stop]``, e.g. the steady state after
         ``start`` warm-up frames; its ``frames`` is the number summed."""
-        return Counts.sum(self._frames[start:stop])
+        tally: dict[_Record, int] = {}
+        for rec in self._frames[start:stop]:
+            tally[rec] = tally.get(rec, 0) + 1
+        width = max((len(r) for r in tally), default=_NF)
+        total = [0] * width
+        for rec, k in tally.items():
+            for i, x in enumerate(rec):
+                if x:
+                    total[i] += k * x
+        return self._counts(total)
 
     def frame(self) -> FrameScope:
         """A scope whose body's counts become one frame record (see :class:`FrameScope`)."""
@@ -280,7 +299,12 @@ class CostCounters:
     def reset(self) -> None:
         """Forget every count and frame record (settings made with :meth:`configure_vm`
         stay).  An open frame scope then counts from the reset."""
-        self._reset_tallies()
+        self._dev[:] = [0] * len(self._dev)
+        self._vms.clear()
+        self._frames.clear()
+        self._interned.clear()
+        self._record_cache.clear()
+        self._mark = list(self._dev)
 
     # --- frames ---------------------------------------------------------------------------
 
@@ -290,28 +314,67 @@ class CostCounters:
                 f"frame scopes do not nest: frame {self._scope.index} is still open"
             )
         self._scope = scope
-        scope.index = self._dev.n[FRAMES]
-        self._mark = self._dev.raw()
+        scope.index = self._dev[FRAMES]
+        self._mark = list(self._dev)
 
     def _close_scope(self, scope: FrameScope, *, record: bool) -> None:
         if self._scope is not scope:
             return
         self._scope = None
         if record:
-            scope.counts = self._close_frame()
+            scope.counts = self._record_counts(self._close_frame())
         else:
-            self._mark = self._dev.raw()
+            self._mark = list(self._dev)
 
-    def _close_frame(self) -> Counts:
+    def _close_frame(self) -> _Record:
         dev = self._dev
-        dev.n[FRAMES] += 1
-        rec = dev.since(self._mark)
-        self._mark = dev.raw()
+        dev[FRAMES] += 1
+        cur = list(dev)
+        mark = self._mark
+        if len(mark) < len(cur):
+            mark = mark + [0] * (len(cur) - len(mark))
+        rec = tuple(map(operator.sub, cur, mark))
+        self._mark = cur
         if self._keep_frames:
+            rec = self._interned.setdefault(rec, rec)
             self._frames.append(rec)
         return rec
 
-    # --- VM settings ----------------------------------------------------------------------
+    def _record_counts(self, rec: _Record) -> Counts:
+        c = self._record_cache.get(rec)
+        if c is None:
+            c = self._record_cache[rec] = self._counts(rec)
+        return c
+
+    def _counts(self, vec: Sequence[int], frames: int | None = None) -> Counts:
+        fixed = list(vec[:_NF])
+        if frames is not None:
+            fixed[FRAMES] = frames
+        by_size: dict[int, list[int]] = {}
+        names: dict[str, int] = {}
+        for i in range(_NF, len(vec)):
+            x = vec[i]
+            if not x:
+                continue
+            what, key = self._slot_keys[i - _NF]
+            if what == "ioctl":
+                names[str(key)] = x
+            else:
+                cell = by_size.setdefault(int(key), [0, 0])  # type: ignore[call-overload]
+                cell[what == "unmapped"] += x
+        return from_parts(fixed, by_size, names)
+
+    # --- slots and VM settings --------------------------------------------------------------
+
+    def _slot(self, key: _SlotKey, acc: list[int] | None = None) -> int:
+        i = self._slot_of.get(key)
+        if i is None:
+            i = self._slot_of[key] = _NF + len(self._slot_keys)
+            self._slot_keys.append(key)
+        for lst in (self._dev, acc):
+            if lst is not None and len(lst) <= i:
+                lst.extend([0] * (i + 1 - len(lst)))
+        return i
 
     def _resolve(self, vm: object) -> tuple[int, str]:
         _, ps, kind = self._overrides.get(id(vm), (vm, None, None))
@@ -346,121 +409,141 @@ class CostCounters:
         ps, kind = self._resolve(st.vm)
         st.page_size = ps
         st.per_page = kind == "per_page"
-        st.vm_cell = st.acc.by_size.setdefault(ps, [0, 0])
-        st.dev_cell = self._dev_by_size.setdefault(ps, [0, 0])
+        st.mapped_slot = self._slot(("mapped", ps), st.acc)
+        st.unmapped_slot = self._slot(("unmapped", ps), st.acc)
 
     def _state(self, vm: object) -> _VmState:
         st = self._vms.get(id(vm))
         if st is None:
-            st = _VmState(vm, _Acc())
+            st = _VmState(vm)
             self._settle(st)
             self._vms[id(vm)] = st
         return st
 
     # --- the listener (hot path) ------------------------------------------------------------
 
-    def _on_event(self, event: Event) -> None:
-        cls = event.__class__
-        try:
-            handler = self._dispatch[cls]
-        except KeyError:
-            handler = self._dispatch[cls] = self._handler_for(cls)
-        if handler is not None:
-            handler(event)
-
-    def _handler_for(self, cls: type) -> Callable[[Any], None] | None:
-        table: tuple[tuple[type, Callable[[Any], None]], ...] = (
-            (Mapped, self._mapped),
-            (Unmapped, self._unmapped),
-            (TlbInvalidated, self._tlb),
-            (VmaCreated, self._vma_created),
-            (VmaDestroyed, self._vma_destroyed),
-            (Migrated, self._migrated),
-            (Ioctl, self._ioctl),
-            (FrameEnd, self._frame_end),
-        )
-        for base, handler in table:
-            if issubclass(cls, base):
-                return handler
-        return None
-
-    def _mapped(self, e: Mapped) -> None:
-        st = self._vms.get(id(e.vm)) or self._state(e.vm)
-        ps = st.page_size
-        a = e.addr
-        r = e.range
-        n = (a + r + ps - 1) // ps - a // ps
-        v = st.acc.n
-        d = self._dev.n
-        v[MAP_OPS] += 1
-        v[PAGES_MAPPED] += n
-        v[BYTES_MAPPED] += r
-        d[MAP_OPS] += 1
-        d[PAGES_MAPPED] += n
-        d[BYTES_MAPPED] += r
-        st.vm_cell[0] += n
-        st.dev_cell[0] += n
-
-    def _unmapped(self, e: Unmapped) -> None:
-        st = self._vms.get(id(e.vm)) or self._state(e.vm)
-        ps = st.page_size
-        a = e.addr
-        r = e.range
-        n = (a + r + ps - 1) // ps - a // ps
-        v = st.acc.n
-        d = self._dev.n
-        v[UNMAP_OPS] += 1
-        v[PAGES_UNMAPPED] += n
-        v[BYTES_UNMAPPED] += r
-        d[UNMAP_OPS] += 1
-        d[PAGES_UNMAPPED] += n
-        d[BYTES_UNMAPPED] += r
-        st.vm_cell[1] += n
-        st.dev_cell[1] += n
-
-    def _tlb(self, e: TlbInvalidated) -> None:
-        st = self._vms.get(id(e.vm)) or self._state(e.vm)
-        ps = st.page_size
-        a = e.addr
-        n = (a + e.range + ps - 1) // ps - a // ps
-        v = st.acc.n
-        d = self._dev.n
-        if st.per_page:
-            v[TLB_RANGE] += 1
-            v[TLB_RANGE_PAGES] += n
-            d[TLB_RANGE] += 1
-            d[TLB_RANGE_PAGES] += n
-        else:
-            v[TLB_FLUSH] += 1
-            v[TLB_FLUSH_PAGES] += n
-            d[TLB_FLUSH] += 1
-            d[TLB_FLUSH_PAGES] += n
-
-    def _vma_created(self, e: VmaCreated) -> None:
-        st = self._vms.get(id(e.vm)) or self._state(e.vm)
-        st.acc.n[VMAS_CREATED] += 1
-        self._dev.n[VMAS_CREATED] += 1
-
-    def _vma_destroyed(self, e: VmaDestroyed) -> None:
-        st = self._vms.get(id(e.vm)) or self._state(e.vm)
-        st.acc.n[VMAS_DESTROYED] += 1
-        self._dev.n[VMAS_DESTROYED] += 1
-
-    def _migrated(self, e: Migrated) -> None:
-        d = self._dev.n
-        d[MIGRATIONS] += 1
-        d[BYTES_MIGRATED] += e.bytes
-
-    def _ioctl(self, e: Ioctl) -> None:
+    def _make_listener(self) -> Callable[[Event], None]:
+        """Build the bus listener: a dict dispatch on the event's exact type to closures
+        over the tallies (no isinstance chains, no attribute lookups on ``self``)."""
         dev = self._dev
-        dev.n[IOCTLS] += 1
-        names = dev.ioctl_names
-        names[e.name] = names.get(e.name, 0) + 1
+        vms = self._vms
+        state = self._state
+        slot = self._slot
 
-    def _frame_end(self, e: FrameEnd) -> None:
-        # Inside an explicit scope the scope delimits the frame; the event is not a boundary.
-        if self._scope is None:
-            self._close_frame()
+        def mapped(e: Mapped) -> None:
+            st = vms.get(id(e.vm)) or state(e.vm)
+            ps = st.page_size
+            a = e.addr
+            r = e.range
+            n = (a + r + ps - 1) // ps - a // ps
+            v = st.acc
+            v[MAP_OPS] += 1
+            v[PAGES_MAPPED] += n
+            v[BYTES_MAPPED] += r
+            v[st.mapped_slot] += n
+            dev[MAP_OPS] += 1
+            dev[PAGES_MAPPED] += n
+            dev[BYTES_MAPPED] += r
+            dev[st.mapped_slot] += n
+
+        def unmapped(e: Unmapped) -> None:
+            st = vms.get(id(e.vm)) or state(e.vm)
+            ps = st.page_size
+            a = e.addr
+            r = e.range
+            n = (a + r + ps - 1) // ps - a // ps
+            v = st.acc
+            v[UNMAP_OPS] += 1
+            v[PAGES_UNMAPPED] += n
+            v[BYTES_UNMAPPED] += r
+            v[st.unmapped_slot] += n
+            dev[UNMAP_OPS] += 1
+            dev[PAGES_UNMAPPED] += n
+            dev[BYTES_UNMAPPED] += r
+            dev[st.unmapped_slot] += n
+
+        def tlb(e: TlbInvalidated) -> None:
+            st = vms.get(id(e.vm)) or state(e.vm)
+            ps = st.page_size
+            a = e.addr
+            n = (a + e.range + ps - 1) // ps - a // ps
+            v = st.acc
+            if st.per_page:
+                v[TLB_RANGE] += 1
+                v[TLB_RANGE_PAGES] += n
+                dev[TLB_RANGE] += 1
+                dev[TLB_RANGE_PAGES] += n
+            else:
+                v[TLB_FLUSH] += 1
+                v[TLB_FLUSH_PAGES] += n
+                dev[TLB_FLUSH] += 1
+                dev[TLB_FLUSH_PAGES] += n
+
+        def vma_created(e: VmaCreated) -> None:
+            (vms.get(id(e.vm)) or state(e.vm)).acc[VMAS_CREATED] += 1
+            dev[VMAS_CREATED] += 1
+
+        def vma_destroyed(e: VmaDestroyed) -> None:
+            (vms.get(id(e.vm)) or state(e.vm)).acc[VMAS_DESTROYED] += 1
+            dev[VMAS_DESTROYED] += 1
+
+        def migrated(e: Migrated) -> None:
+            dev[MIGRATIONS] += 1
+            dev[BYTES_MIGRATED] += e.bytes
+
+        ioctl_slots: dict[str, int] = {}
+
+        def ioctl(e: Ioctl) -> None:
+            i = ioctl_slots.get(e.name)
+            if i is None:
+                i = ioctl_slots[e.name] = slot(("ioctl", e.name))
+            dev[IOCTLS] += 1
+            dev[i] += 1
+
+        def frame_end(e: FrameEnd) -> None:
+            # Inside an explicit scope, the scope delimits the frame: not a boundary.
+            if self._scope is None:
+                self._close_frame()
+
+        handled: tuple[tuple[type[Event], Callable[[Any], None]], ...] = (
+            (Mapped, mapped),
+            (Unmapped, unmapped),
+            (TlbInvalidated, tlb),
+            (VmaCreated, vma_created),
+            (VmaDestroyed, vma_destroyed),
+            (Migrated, migrated),
+            (Ioctl, ioctl),
+            (FrameEnd, frame_end),
+        )
+
+        def handler_for(cls: type) -> Callable[[Any], None] | None:
+            for base, handler in handled:
+                if issubclass(cls, base):
+                    return handler
+            return None
+
+        dispatch: dict[type, Callable[[Any], None] | None] = {}
+        for cls in _event_types():
+            dispatch[cls] = handler_for(cls)
+
+        def listener(event: Event) -> None:
+            try:
+                handler = dispatch[event.__class__]
+            except KeyError:
+                handler = dispatch[event.__class__] = handler_for(event.__class__)
+            if handler is not None:
+                handler(event)
+
+        return listener
+
+
+def _event_types() -> list[type[Event]]:
+    """Every event class of :mod:`gpuvm.events`, so the dispatch table starts complete."""
+    return [
+        v
+        for v in vars(_events).values()
+        if isinstance(v, type) and issubclass(v, Event) and v is not Event
+    ]
 
 
 def _ok_page_size(value: object) -> bool:
