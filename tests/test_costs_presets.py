@@ -374,3 +374,37 @@ def test_resolution_table() -> None:
     assert isinstance(info.value, InvalidValue)
     with pytest.raises(InvalidValue):
         RESOLUTIONS["4k"].pages(0)
+
+
+# --- docs/costs.md stays true -------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "costs.md"
+
+
+def _blocks(lang: str) -> list[str]:
+    parts = DOC.read_text(encoding="utf-8").split("```")
+    return [p[len(lang) + 1 :] for p in parts[1::2] if p.startswith(lang + "\n")]
+
+
+def test_docs_python_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
+    blocks = _blocks("python")
+    assert blocks
+    for code in blocks:
+        exec(compile(code, str(DOC), "exec"), {})
+    assert "msm-kms: 5.1" in capsys.readouterr().out
+
+
+def test_docs_toml_example_loads() -> None:
+    (block,) = _blocks("toml")
+    got = loads_presets(block, origin="docs/costs.md")
+    assert list(got) == ["my-soc", "slow-kms"]
+    assert got["slow-kms"].tlb_page_us == 3.0 and got["slow-kms"].tlb_kind == "per_page"
+
+
+def test_docs_builtin_table_matches_the_presets() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    for name, p in builtin_presets().items():
+        m, uf = p.map_ms(FHD_PAGES), p.unmap_ms(FHD_PAGES)
+        up = p.unmap_ms(FHD_PAGES, tlb_kind="per_page")
+        row = f"| `{name}` | {p.evidence} | {p.tlb_kind} | {m:.3f} | {uf:.3f} | {up:.3f} |"
+        assert row in text, row
