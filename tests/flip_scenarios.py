@@ -29,6 +29,11 @@ def of(log: EventLog, kind: type[E], vm: object = None) -> list[E]:
     return [e for e in log.events if isinstance(e, kind) and (vm is None or e.vm is vm)]  # type: ignore[attr-defined]
 
 
+def freed(*objs: object) -> bool:
+    """True if every object is freed (a call, so a check does not narrow types)."""
+    return all(bool(getattr(o, "freed", False)) for o in objs)
+
+
 @attrs.frozen
 class PerFlip:
     """Steady-state page-table events per flip on one VM."""
