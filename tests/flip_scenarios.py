@@ -14,6 +14,9 @@ from gpuvm.device import Device
 from gpuvm.events import Event, EventLog, Mapped, TlbInvalidated, Unmapped
 from gpuvm.file import BindMap, BindUnmap, DrmFile
 from gpuvm.kms import Framebuffer
+from gpuvm.policies import TeardownPolicy
+
+Policy = str | TeardownPolicy | type[TeardownPolicy]
 
 FB_SIZE = 1920 * 1080 * 4  # one 1080p ARGB scanout buffer
 N_BUFFERS = 3
@@ -70,7 +73,7 @@ def run_flips(dev: Device, frame: Callable[[int], None]) -> PerFlip:
 # --- section 5: KMS VM per pageflip ---------------------------------------------------------
 
 
-def swapchain(policy: str) -> tuple[Device, PerFlip]:
+def swapchain(policy: Policy) -> tuple[Device, PerFlip]:
     """The compositor's own swapchain: it keeps its GBM buffers, handles and framebuffers."""
     dev = Device("msm", policy)
     comp = dev.open(name="compositor")
@@ -79,7 +82,7 @@ def swapchain(policy: str) -> tuple[Device, PerFlip]:
     return dev, run_flips(dev, lambda i: comp.page_flip(plane, fbs[i % N_BUFFERS]))
 
 
-def same_device_client(policy: str) -> tuple[Device, PerFlip]:
+def same_device_client(policy: Policy) -> tuple[Device, PerFlip]:
     """A client of the same msm device shares its buffers as dma-bufs; it keeps its
     handles; the compositor imports (self-import), adds a framebuffer and closes its own
     handle (wlroots)."""
@@ -105,7 +108,7 @@ def _foreign_exporter(n: int = N_BUFFERS) -> tuple[Device, DrmFile, list[int]]:
     return other, producer, fds
 
 
-def foreign(policy: str, *, keep_handle: bool) -> tuple[Device, PerFlip]:
+def foreign(policy: Policy, *, keep_handle: bool) -> tuple[Device, PerFlip]:
     """Foreign dma-bufs with cached framebuffers; the importer closes its GEM handle after
     ADDFB (wlroots) or keeps it (weston, drm_hwcomposer)."""
     dev = Device("msm", policy)
@@ -121,7 +124,7 @@ def foreign(policy: str, *, keep_handle: bool) -> tuple[Device, PerFlip]:
     return dev, run_flips(dev, lambda i: comp.page_flip(plane, fbs[i % N_BUFFERS]))
 
 
-def recreate_every_frame(policy: str) -> tuple[Device, PerFlip]:
+def recreate_every_frame(policy: Policy) -> tuple[Device, PerFlip]:
     """No cache: each frame the compositor imports the client's dma-buf, adds a framebuffer,
     closes its handle, flips to it and removes the previous framebuffer."""
     dev = Device("msm", policy)
@@ -143,7 +146,7 @@ def recreate_every_frame(policy: str) -> tuple[Device, PerFlip]:
     return dev, run_flips(dev, frame)
 
 
-SECTION5 = {
+SECTION5: dict[str, Callable[[Policy], tuple[Device, PerFlip]]] = {
     "swapchain": swapchain,
     "same_device_client": same_device_client,
     "foreign_handle_closed": lambda p: foreign(p, keep_handle=False),
@@ -155,7 +158,9 @@ SECTION5 = {
 # --- section 6: re-import by a GPU consumer ----------------------------------------------------
 
 
-def reimport(policy: str, *, foreign_src: bool, close_each_frame: bool, vm_bind: bool) -> PerFlip:
+def reimport(
+    policy: Policy, *, foreign_src: bool, close_each_frame: bool, vm_bind: bool
+) -> PerFlip:
     """A GPU consumer texturing from an imported buffer in its own context VM, each frame
     importing the producer's fd again, submitting, and (optionally) closing its handle.
     With ``vm_bind`` the consumer is a VM_BIND file that maps on import and unmaps before
