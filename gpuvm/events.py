@@ -7,7 +7,7 @@ is free when nobody listens, so the hot paths stay fast without observers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import attrs
 
@@ -181,25 +181,67 @@ class FrameEnd(Event):
     index: int
 
 
+class _Routes(dict[type, tuple[Listener, ...]]):
+    """Event type -> the listeners that want it, filled on first use of each type."""
+
+    __slots__ = ("bus",)
+
+    def __init__(self, bus: EventBus) -> None:
+        super().__init__()
+        self.bus = bus
+
+    def __missing__(self, kind: type) -> tuple[Listener, ...]:
+        route = tuple(
+            listener
+            for listener, kinds in self.bus.filters
+            if kinds is None or issubclass(kind, kinds)
+        )
+        self[kind] = route
+        return route
+
+
 @attrs.define(slots=True, eq=False)
 class EventBus:
-    """Fan-out of events to listeners, in subscription order."""
+    """Fan-out of events to listeners, in subscription order.
+
+    A listener may subscribe to a few event types only; ``route[EventType]`` is the tuple of
+    listeners that want that type, so the model builds an event only when someone will
+    receive it (``if bus.route[Mapped]: bus.emit(Mapped(...))``).
+    """
 
     listeners: list[Listener] = attrs.field(factory=list)
+    filters: list[tuple[Listener, tuple[type, ...] | None]] = attrs.field(factory=list)
+    route: _Routes = attrs.field(init=False)
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Add ``listener``; returns a function that removes it."""
+    def __attrs_post_init__(self) -> None:
+        self.route = _Routes(self)
+        self.filters.extend((listener, None) for listener in self.listeners)
+
+    def subscribe(
+        self, listener: Listener, kinds: Iterable[type[Event]] | None = None
+    ) -> Callable[[], None]:
+        """Add ``listener`` for every event, or only for ``kinds`` (and their subclasses);
+        returns a function that removes it."""
+        entry = (listener, None if kinds is None else tuple(kinds))
         self.listeners.append(listener)
+        self.filters.append(entry)
+        self.route.clear()
 
         def unsubscribe() -> None:
-            if listener in self.listeners:
+            if entry in self.filters:
+                self.filters.remove(entry)
                 self.listeners.remove(listener)
+                self.route.clear()
 
         return unsubscribe
 
     def emit(self, event: Event) -> None:
-        for listener in self.listeners:
+        for listener in self.route[type(event)]:
             listener(event)
+
+    def wants(self, kind: type[Event]) -> bool:
+        """Whether any listener receives events of type ``kind``."""
+        return bool(self.route[kind])
 
     @property
     def active(self) -> bool:

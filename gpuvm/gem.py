@@ -77,7 +77,7 @@ class GemObject:
         """``drm_gem_object_get`` on behalf of ``holder``."""
         self.check_alive("get")
         self.refs.get(holder)
-        if self.bus.listeners:
+        if self.bus.route[RefGot]:
             self.bus.emit(RefGot(self, holder))
         return self
 
@@ -85,7 +85,7 @@ class GemObject:
         """``drm_gem_object_put`` on behalf of ``holder``; frees the object at zero."""
         self.check_alive("put")
         self.refs.check_put(holder)
-        if self.bus.listeners:
+        if self.bus.route[RefPut]:
             self.bus.emit(RefPut(self, holder))
         self.refs.put(holder)
 

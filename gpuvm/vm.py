@@ -56,6 +56,7 @@ from gpuvm.vmbo import VmBo
 __all__ = ["GpuVm", "GpuVmFlags", "Va", "VmBo"]
 
 _APPLY = Holder("apply")
+_BIND = Holder("bind")
 _WALK = Holder("list walk")
 
 Step = Callable[[Op], int | None]
@@ -320,7 +321,7 @@ class GpuVm:
         self.index.add(va)
         self.generation += 1
         self.refs.get(va)
-        if self.bus.listeners:
+        if self.bus.route[VaInserted]:
             self.bus.emit(VaInserted(self, va))
 
     def remove(self, va: Va) -> None:
@@ -337,7 +338,7 @@ class GpuVm:
         self.index.discard(va)
         va.inserted = False
         self.generation += 1
-        if self.bus.listeners:
+        if self.bus.route[VaRemoved]:
             self.bus.emit(VaRemoved(self, va))
         self.put(va)
 
@@ -370,8 +371,10 @@ class GpuVm:
         self.refs.get(vm_bo)
         obj.get(vm_bo)
         self.vm_bos[vm_bo] = None
-        if self.bus.listeners:
+        route = self.bus.route
+        if route[VmBoCreated]:
             self.bus.emit(VmBoCreated(vm_bo))
+        if route[RefGot]:
             self.bus.emit(RefGot(vm_bo, holder))
             self.bus.emit(RefGot(self, vm_bo))
         return vm_bo
@@ -437,7 +440,7 @@ class GpuVm:
         vm_bo.get(va)
         va.vm_bo = vm_bo
         vm_bo.vas[va] = None
-        if self.bus.listeners:
+        if self.bus.route[VaLinked]:
             self.bus.emit(VaLinked(va, vm_bo))
 
     def unlink(self, va: Va) -> None:
@@ -451,7 +454,7 @@ class GpuVm:
         vm_bo.refs.check_put(va)
         del vm_bo.vas[va]
         va.vm_bo = None
-        if vm_bo.vm.bus.listeners:
+        if vm_bo.vm.bus.route[VaUnlinked]:
             vm_bo.vm.bus.emit(VaUnlinked(va, vm_bo))
         vm_bo.put(va)
 
@@ -583,7 +586,8 @@ class GpuVm:
         """
         self.check_alive("apply")
         self._validate_ops(ops)
-        emit = self.bus.emit if self.bus.listeners else None
+        route = self.bus.route
+        emit = self.bus.emit if route[Mapped] or route[Unmapped] or route[TlbInvalidated] else None
         created: list[Va] = []
         kept: list[tuple[int, int]] = []
         for op in ops:
@@ -597,8 +601,7 @@ class GpuVm:
                 if va.vm_bo is not None:
                     self.unlink(va)
                 self._remove(va)
-                if va.vm_bo is None:
-                    va.freed = True
+                va.freed = True
             elif isinstance(op, RemapOp):
                 old = op.unmap.va
                 lo, hi = op.hole()
@@ -663,12 +666,27 @@ class GpuVm:
                 self._check_range("sm_unmap", req.addr, req.range)
             else:
                 raise TypeError(f"not a bind request: {req!r}")
-        created: list[Va] = []
+        # Like the ioctl's handle lookups and its VM reference, hold every request's object
+        # and the VM until the bind is done: an earlier request may drop the last mapping
+        # of an object (or VM) a later request still needs.
+        held: dict[int, GemObject] = {}
         for req in reqs:
-            if isinstance(req, MapRequest):
-                created += self.apply(self.sm_map_ops(req))
-            else:
-                created += self.apply(self.sm_unmap_ops(req.addr, req.range))
+            if isinstance(req, MapRequest) and req.obj is not None:
+                held.setdefault(id(req.obj), req.obj)
+        created: list[Va] = []
+        self.get(_BIND)
+        for obj in held.values():
+            obj.get(_BIND)
+        try:
+            for req in reqs:
+                if isinstance(req, MapRequest):
+                    created += self.apply(self.sm_map_ops(req))
+                else:
+                    created += self.apply(self.sm_unmap_ops(req.addr, req.range))
+        finally:
+            for obj in held.values():
+                obj.put(_BIND)
+            self.put(_BIND)
         return [va for va in created if va.inserted]
 
     # --- eviction and validation --------------------------------------------------------
@@ -697,7 +715,7 @@ class GpuVm:
                 vm_bo.put(_WALK)
             if ret:
                 return ret
-            if self.bus.listeners:
+            if self.bus.route[Validated]:
                 self.bus.emit(Validated(vm_bo))
             if self.resv_protected and not vm_bo.evicted:
                 self.evict.pop(vm_bo, None)
@@ -723,6 +741,8 @@ class GpuVm:
         """``drm_gpuvm_prepare_range``: the reservation of every object mapped in the range.
         An object-less VA (or the kernel node) is refused: the kernel passes NULL to
         drm_exec there."""
+        check_u64("addr", addr)
+        check_u64("range", range)
         vas = self.index.range_walk(addr, (addr + range) & U64_MAX)
         for va in vas:
             if va.obj is None:
@@ -753,7 +773,7 @@ class GpuVm:
         """``drm_gpuvm_get``."""
         self.check_alive("get")
         self.refs.get(holder)
-        if self.bus.listeners:
+        if self.bus.route[RefGot]:
             self.bus.emit(RefGot(self, holder))
         return self
 
@@ -761,7 +781,7 @@ class GpuVm:
         """``drm_gpuvm_put``; at zero the VM is torn down and ``vm_free`` called."""
         self.check_alive("put")
         self.refs.check_put(holder)
-        if self.bus.listeners:
+        if self.bus.route[RefPut]:
             self.bus.emit(RefPut(self, holder))
         self.refs.put(holder)
 

@@ -59,7 +59,7 @@ class VmBo:
         self.check_alive("get")
         self.refs.get(holder)
         bus = self.vm.bus
-        if bus.listeners:
+        if bus.route[RefGot]:
             bus.emit(RefGot(self, holder))
         return self
 
@@ -68,7 +68,7 @@ class VmBo:
         self.check_alive("put")
         self.refs.check_put(holder)
         bus = self.vm.bus
-        if bus.listeners:
+        if bus.route[RefPut]:
             bus.emit(RefPut(self, holder))
         return self.refs.put(holder)
 
@@ -81,7 +81,7 @@ class VmBo:
             self.listed = False
         vm.vm_bos.pop(self, None)
         self.freed = True
-        if vm.bus.listeners:
+        if vm.bus.route[VmBoDestroyed]:
             vm.bus.emit(VmBoDestroyed(self))
         vm.put(self)
         if self.holds_obj:
@@ -121,7 +121,7 @@ class VmBo:
         self.check_alive("evict")
         self.evicted = evict
         vm = self.vm
-        if vm.bus.listeners:
+        if vm.bus.route[Evicted]:
             vm.bus.emit(Evicted(self, evict))
         if self.is_extobj and vm.resv_protected:
             return
