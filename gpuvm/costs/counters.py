@@ -74,6 +74,20 @@ _SlotKey = tuple[str, object]
 _Record = tuple[int, ...]
 
 
+
+COUNTED_EVENTS: tuple[type[Event], ...] = (
+    Mapped,
+    Unmapped,
+    TlbInvalidated,
+    VmaCreated,
+    VmaDestroyed,
+    Migrated,
+    Ioctl,
+    FrameEnd,
+)
+"""The event types the counters read; they subscribe to these only, so the model does not
+build reference and tree events for them."""
+
 class _VmState:
     """What the counters know about one VM: its page size, TLB kind, its tally (a flat
     list in slot layout) and the slots of its page size."""
@@ -214,7 +228,7 @@ class CostCounters:
 
     def attach(self, bus: EventBus) -> None:
         """Subscribe to ``bus``; its events count towards this device's totals."""
-        self._unsubscribe.append(bus.subscribe(self._listener))
+        self._unsubscribe.append(bus.subscribe(self._listener, kinds=COUNTED_EVENTS))
 
     def detach(self) -> None:
         """Unsubscribe from every attached bus; the counts stay readable."""
