@@ -85,7 +85,9 @@ def test_get_iova_enospc_in_a_full_context_vm_changes_nothing() -> None:
     before = snapshot(dev)
     with pytest.raises(NoSpace):
         f.get_iova(big)  # fresh file: the VM would be created, but the call fails first
-    assert snapshot(dev) == before and f.vm is None
+    with pytest.raises(NoSpace):
+        f.submit([small, big])
+    assert snapshot(dev) == before and f.vm is None and f.mode is None
     f.get_iova(small)
     before = snapshot(dev)
     with pytest.raises(NoSpace):
