@@ -355,9 +355,11 @@ class MemoryManager:
         self.name = name
         self.capacity: Mapping[Domain, int] = types.MappingProxyType(caps)
         self.bus = bus if bus is not None else EventBus()
-        self.eviction: Mapping[Domain, tuple[Domain, ...]] = types.MappingProxyType(
-            {Domain(k): tuple(Domain(d) for d in v) for k, v in eviction.items()}
-        )
+        table = {_domain(k): tuple(_domain(d) for d in v) for k, v in eviction.items()}
+        for src, dsts in table.items():
+            if src in dsts:
+                raise InvalidValue(f"eviction table sends {src.name} victims to {src.name}")
+        self.eviction: Mapping[Domain, tuple[Domain, ...]] = types.MappingProxyType(table)
         self.on_move: list[MoveHook] = []
         self._used: dict[Domain, int] = dict.fromkeys(Domain, 0)
         self._lru: dict[Domain, dict[Backing, None]] = {d: {} for d in Domain}
@@ -621,7 +623,21 @@ class MemoryManager:
         buffer leaves the LRU and never moves until its last unpin.
         """
         b = self.backing(obj)
-        wanted = _as_places(where)
+        plan = self._plan_pin(b, _as_places(where))
+        if b.pinned:
+            b.pin_count += 1
+            return ()
+        moves = self._apply(plan)
+        assert b.resource is not None
+        b.pin_count = 1
+        self._lru[b.resource.domain].pop(b, None)
+        return moves
+
+    def plan_pin(self, obj: object, where: PlaceSpec) -> tuple[Move, ...]:
+        """What :meth:`pin` would move, without doing it (raises the same errors)."""
+        return self._moves(self._plan_pin(self.backing(obj), _as_places(where)))
+
+    def _plan_pin(self, b: Backing, wanted: tuple[Place, ...]) -> _Plan:
         if not wanted:
             raise InvalidValue(f"pin of {b!r} with an empty placement")
         if b.pinned:
@@ -629,13 +645,8 @@ class MemoryManager:
                 raise PinnedBuffer(
                     f"{b!r} is pinned in {b.resource}, not in [{', '.join(map(str, wanted))}]"
                 )
-            b.pin_count += 1
-            return ()
-        moves = self._apply(self._plan_places(b, wanted))
-        assert b.resource is not None
-        b.pin_count = 1
-        self._lru[b.resource.domain].pop(b, None)
-        return moves
+            return []
+        return self._plan_places(b, wanted)
 
     def unpin(self, obj: object) -> None:
         """Drop one pin (``ttm_bo_unpin``); at zero the buffer rejoins its LRU's tail."""

@@ -432,6 +432,19 @@ def test_move_hooks_run_before_each_change_victims_first() -> None:
     assert seen == [("a", VRAM, TT, 0), ("x", None, VRAM, 1)]
 
 
+def test_plan_pin_matches_pin() -> None:
+    m, _ = mgr(vram=60)
+    a, x = bo(m, 40, "a"), bo(m, 40, "x")
+    m.validate(a)
+    before = m.snapshot()
+    plan = m.plan_pin(x, VRAM)
+    assert m.snapshot() == before
+    assert m.pin(x, VRAM) == plan == (Move(a, VRAM, TT, 40, victim=True), Move(x, None, VRAM, 0))
+    assert m.plan_pin(x, VRAM) == ()
+    rejected(m, PinnedBuffer, m.plan_pin, x, TT)
+    rejected(m, InvalidValue, m.plan_pin, x, [])
+
+
 def test_plan_validate_is_side_effect_free() -> None:
     m, log = mgr(vram=60)
     a, x = bo(m, 40, "a"), bo(m, 40, "x")
@@ -543,3 +556,7 @@ def test_eviction_table_is_configurable() -> None:
     m.validate(g)
     assert m.evict(g) == (Move(g, VRAM, SYSTEM, 30, victim=True),)
     assert m.evict(g) == ()
+    with pytest.raises(InvalidValue):
+        MemoryManager(eviction={VRAM: [TT, VRAM]})
+    with pytest.raises(InvalidValue):
+        MemoryManager(eviction={VRAM: [5]})  # type: ignore[list-item]

@@ -136,8 +136,10 @@ class PlacementMachine(RuleBasedStateMachine):
     def pin(self, data: st.DataObject, where: list[Place]) -> None:
         g = data.draw(st.sampled_from(self.objs))
         was = self.m.backing(g).pin_count
+        plan = self.attempt(lambda: self.m.plan_pin(g, where))
         lru = self.lru_snapshot()
         moves = self.attempt(lambda: self.m.pin(g, where))
+        assert moves == plan
         if moves is None:
             return
         b = self.m.backing(g)
