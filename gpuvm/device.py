@@ -241,7 +241,7 @@ class Device:
             if vm_bo.evicted:
                 continue
             vm = vm_bo.vm
-            if isinstance(vm, DriverVm) and not vm.kernel_managed and vm.bus.listeners:
+            if isinstance(vm, DriverVm) and not vm.kernel_managed and vm.bus.route[Unmapped]:
                 for va in vm_bo.vas:
                     vm.bus.emit(Unmapped(vm, va.addr, va.range))
                     vm.bus.emit(TlbInvalidated(vm, va.addr, va.range))

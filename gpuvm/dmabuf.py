@@ -107,7 +107,7 @@ class DmaBuf:
         """``get_dma_buf`` on behalf of ``holder``."""
         self.check_alive("get")
         self.refs.get(holder)
-        if self.bus.listeners:
+        if self.bus.route[RefGot]:
             self.bus.emit(RefGot(self, holder))
         return self
 
@@ -115,7 +115,7 @@ class DmaBuf:
         """``dma_buf_put``; releases the dma-buf at zero."""
         self.check_alive("put")
         self.refs.check_put(holder)
-        if self.bus.listeners:
+        if self.bus.route[RefPut]:
             self.bus.emit(RefPut(self, holder))
         self.refs.put(holder)
 

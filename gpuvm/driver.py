@@ -269,7 +269,7 @@ class ManagedVm(DriverVm):
         vm_bo.put(_NEW)
         if self.bo_owns_vmas:
             bo_vmas(obj, create=True).vmas.append(va)  # type: ignore[union-attr]
-        if self.bus.listeners:
+        if self.bus.route[VmaCreated]:
             self.bus.emit(VmaCreated(self, va))
         return va
 
@@ -281,7 +281,7 @@ class ManagedVm(DriverVm):
         assert isinstance(vma, ManagedVa)
         if vma.vm_bo is not None and vma.vm_bo.evicted:
             vma.vm_bo.evict(False)
-        if self.bus.listeners:
+        if self.bus.route[Mapped]:
             self.bus.emit(Mapped(self, vma.addr, vma.range, vma.obj, vma.offset))
 
     def unmap_vma(self, vma: KernelVma) -> None:
@@ -289,7 +289,7 @@ class ManagedVm(DriverVm):
         if not vma.mapped:
             return
         vma.mapped = False
-        if self.bus.listeners:
+        if self.bus.route[Unmapped] or self.bus.route[TlbInvalidated]:
             self.bus.emit(Unmapped(self, vma.addr, vma.range))
             self.bus.emit(TlbInvalidated(self, vma.addr, vma.range))
 
@@ -305,7 +305,7 @@ class ManagedVm(DriverVm):
             if lst is not None and vma in lst.vmas:
                 lst.vmas.remove(vma)
         vma.pin_count = 0
-        if self.bus.listeners:
+        if self.bus.route[VmaDestroyed]:
             self.bus.emit(VmaDestroyed(self, vma))
         self.remove(vma)
         if vma.vm_bo is not None:

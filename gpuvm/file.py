@@ -470,7 +470,7 @@ def _revalidate(vm_bo: object) -> int:
 
     assert isinstance(vm_bo, VmBo)
     vm = vm_bo.vm
-    if vm.bus.listeners:
+    if vm.bus.route[Mapped]:
         for va in vm_bo.vas:
             vm.bus.emit(Mapped(vm, va.addr, va.range, va.obj, va.offset))
     vm_bo.evict(False)

@@ -256,7 +256,7 @@ class AddressSpace:
         self.index.add(vma)
         self.refs.get(vma)
         bo_vmas(obj, create=True).vmas.append(vma)  # type: ignore[union-attr]
-        if self.bus.listeners:
+        if self.bus.route[RefGot] or self.bus.route[VmaCreated]:
             self.bus.emit(RefGot(self, vma))
             self.bus.emit(VmaCreated(self, vma))
         return vma
@@ -266,7 +266,7 @@ class AddressSpace:
         if vma.mapped:
             return
         vma.mapped = True
-        if self.bus.listeners:
+        if self.bus.route[Mapped]:
             self.bus.emit(Mapped(self, vma.addr, vma.range, vma.obj, 0))
 
     def unmap_vma(self, vma: KernelVma) -> None:
@@ -275,7 +275,7 @@ class AddressSpace:
         if not vma.mapped:
             return
         vma.mapped = False
-        if self.bus.listeners:
+        if self.bus.route[Unmapped] or self.bus.route[TlbInvalidated]:
             self.bus.emit(Unmapped(self, vma.addr, vma.range))
             self.bus.emit(TlbInvalidated(self, vma.addr, vma.range))
 
@@ -291,7 +291,7 @@ class AddressSpace:
             lst.vmas.remove(vma)
         vma.closed = True
         vma.pin_count = 0
-        if self.bus.listeners:
+        if self.bus.route[VmaDestroyed]:
             self.bus.emit(VmaDestroyed(self, vma))
         self.put(vma)
 
@@ -301,7 +301,7 @@ class AddressSpace:
         """``msm_gem_address_space_get``."""
         self.check_alive("get")
         self.refs.get(holder)
-        if self.bus.listeners:
+        if self.bus.route[RefGot]:
             self.bus.emit(RefGot(self, holder))
         return self
 
@@ -309,7 +309,7 @@ class AddressSpace:
         """``msm_gem_address_space_put``; freed at zero."""
         self.check_alive("put")
         self.refs.check_put(holder)
-        if self.bus.listeners:
+        if self.bus.route[RefPut]:
             self.bus.emit(RefPut(self, holder))
         self.refs.put(holder)
 
