@@ -21,6 +21,7 @@ from gpuvm.costs import (
     get_preset,
     load_presets,
 )
+from gpuvm.device import Device, snapshot
 from gpuvm.errors import (
     AlreadyInserted,
     GpuvmError,
@@ -41,7 +42,9 @@ from gpuvm.errors import (
     ZeroRange,
 )
 from gpuvm.events import EventBus, EventLog
+from gpuvm.file import BindMap, BindUnmap, DrmFile
 from gpuvm.gem import GemObject, Resv
+from gpuvm.modes import ModeState
 from gpuvm.ops import (
     MapOp,
     MapRequest,
@@ -52,6 +55,7 @@ from gpuvm.ops import (
     UnmapOp,
     UnmapRequest,
 )
+from gpuvm.policies import POLICIES, TeardownPolicy, make_policy
 from gpuvm.refs import CALLER, OWNER, Holder, explain
 from gpuvm.va import Va
 from gpuvm.vatree import RefDirection, VaIndex
@@ -63,11 +67,16 @@ __version__ = "0.1.0"
 __all__ = [
     "CALLER",
     "OWNER",
+    "POLICIES",
     "AlreadyInserted",
+    "BindMap",
+    "BindUnmap",
     "CostBreakdown",
     "CostCounters",
     "CostPreset",
     "Counts",
+    "Device",
+    "DrmFile",
     "EventBus",
     "EventLog",
     "FrameScope",
@@ -84,6 +93,7 @@ __all__ = [
     "LinkError",
     "MapOp",
     "MapRequest",
+    "ModeState",
     "NoObject",
     "NotInserted",
     "NotSupported",
@@ -98,6 +108,7 @@ __all__ = [
     "RemapOp",
     "Resv",
     "StaleOps",
+    "TeardownPolicy",
     "UnknownPreset",
     "UnmapOp",
     "UnmapRequest",
@@ -115,4 +126,6 @@ __all__ = [
     "gem_evict",
     "get_preset",
     "load_presets",
+    "make_policy",
+    "snapshot",
 ]
