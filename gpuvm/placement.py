@@ -255,7 +255,8 @@ class Move:
 @attrs.define(slots=True, eq=False)
 class MigrationTally:
     """An observer of :class:`~gpuvm.events.Migrated`: moves, bytes copied and bytes that
-    crossed the link, and the milliseconds those take over ``link``."""
+    crossed the link, and the milliseconds those take over ``link``.  Subscribe it with
+    ``bus.subscribe(tally, [Migrated])``."""
 
     link: Link = PCIE4_X16
     moves: int = 0
@@ -461,7 +462,8 @@ class MemoryManager:
         if b is None:
             return
         if b.pinned:
-            self.bus.emit(Warning(obj, f"freed while pinned x{b.pin_count} in {b.domain}"))
+            if self.bus.route[Warning]:
+                self.bus.emit(Warning(obj, f"freed while pinned x{b.pin_count} in {b.domain}"))
             b.pin_count = 0
         self._release(b)
 
@@ -595,7 +597,7 @@ class MemoryManager:
                     self._tick += 1
                     b.last_use = self._tick
                     self._lru[dst.domain][b] = None
-            if move.src is not None and move.dst is not None:
+            if move.src is not None and move.dst is not None and self.bus.route[Migrated]:
                 self.bus.emit(Migrated(b.obj, move.src.name, move.dst.name, move.bytes))
         return moves
 

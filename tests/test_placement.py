@@ -534,7 +534,7 @@ def test_copy_bytes_rules() -> None:
 def test_migration_tally_counts_link_bytes() -> None:
     m = MemoryManager(vram=8 * GIB, tt=16 * GIB)
     tally = MigrationTally(PCIE4_X16)
-    m.bus.subscribe(tally)
+    m.bus.subscribe(tally, [Migrated])
     g = GemObject(SCANOUT, name="fb")
     m.add(g, VRAM, [VRAM, TT])
     m.validate(g)  # first allocation: no migration
