@@ -140,6 +140,18 @@ class DriverVm(GpuVm):
         self.page_size = page_size
         self.role = role
 
+    def _insert(self, va: Va) -> None:
+        """A VM_BIND context's VMA comes to exist when its VA is inserted (MAP, or a REMAP
+        piece): emit ``VmaCreated`` as kernel-managed VMs do at iova allocation."""
+        super()._insert(va)
+        if not self.kernel_managed and self.bus.route[VmaCreated]:
+            self.bus.emit(VmaCreated(self, va))
+
+    def _remove(self, va: Va) -> None:
+        if not self.kernel_managed and self.bus.route[VmaDestroyed]:
+            self.bus.emit(VmaDestroyed(self, va))
+        super()._remove(va)
+
 
 def _no_free(vm: GpuVm) -> None:
     return None

@@ -13,7 +13,7 @@ from gpuvm import EventLog
 from gpuvm.device import Device, snapshot
 from gpuvm.driver import Bo, DriverVm
 from gpuvm.errors import BadFd, BadHandle, Busy, GpuvmError, InvalidRange, NoSpace
-from gpuvm.events import Ioctl, Mapped
+from gpuvm.events import Ioctl, Mapped, VmaCreated, VmaDestroyed
 from gpuvm.file import BindMap, BindUnmap
 from gpuvm.policies import POLICIES
 
@@ -219,3 +219,18 @@ def test_refusals_are_gpuvm_errors_with_errnos() -> None:
         with pytest.raises(GpuvmError) as ei:
             call()
         assert ei.value.errno in (E.ENOENT, E.EBADF, E.EINVAL)
+
+
+def test_vm_bind_vmas_emit_the_same_vma_events() -> None:
+    dev = Device("msm", "gpuvm_vma_ref")
+    log = EventLog()
+    dev.bus.subscribe(log, [VmaCreated, VmaDestroyed])
+    f = dev.open()
+    f.set_param_vm_bind()
+    h = f.create_bo(MIB)
+    base = dev.context_window[0]
+    f.vm_bind([BindMap(base, MIB, h)])
+    f.vm_bind([BindUnmap(base + 4096, 4096)])  # a REMAP: one VMA goes, two pieces come
+    f.close()
+    kinds = [type(e).__name__ for e in log.events]
+    assert kinds.count("VmaCreated") == 3 and kinds.count("VmaDestroyed") == 3
