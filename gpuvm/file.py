@@ -18,6 +18,7 @@ disabled), the file's jobs waited for, every handle closed, then the context VM 
 
 from __future__ import annotations
 
+import errno
 import itertools
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -249,9 +250,9 @@ class DrmFile:
         """msm ``SET_PARAM(MSM_PARAM_EN_VM_BIND, 1)``: only before the context VM exists."""
         self._ioctl("SET_PARAM")
         if not self.device.policy.supports_vm_bind:
-            raise ModeError(f"{self.device.policy.name} has no VM_BIND", errno=22)
+            raise ModeError(f"{self.device.policy.name} has no VM_BIND", errno=errno.EINVAL)
         if not self.device.per_process_pgtables:
-            raise ModeError("VM_BIND requires per-process pgtables", errno=22)
+            raise ModeError("VM_BIND requires per-process pgtables", errno=errno.EINVAL)
         rule = self._gate("en_vm_bind")
         self._enter(rule, None)
 
@@ -260,7 +261,7 @@ class DrmFile:
         disabled it)."""
         self._ioctl("VM_INIT")
         if not self.device.policy.supports_vm_bind:
-            raise ModeError(f"{self.device.policy.name} has no VM_BIND", errno=38)
+            raise ModeError(f"{self.device.policy.name} has no VM_BIND", errno=errno.ENOSYS)
         rule = self._gate("vm_init")
         self._enter(rule, self._vm_for(rule))
 
@@ -314,7 +315,7 @@ class DrmFile:
         """``VM_BIND``: MAP / MAP_NULL / UNMAP ops applied in order, all or nothing."""
         self._ioctl("VM_BIND")
         if not self.device.policy.supports_vm_bind:
-            raise ModeError(f"{self.device.policy.name} has no VM_BIND", errno=22)
+            raise ModeError(f"{self.device.policy.name} has no VM_BIND", errno=errno.EINVAL)
         rule = self._gate("vm_bind")
         reqs: list[MapRequest | UnmapRequest] = []
         for op in ops:
