@@ -579,10 +579,12 @@ class GpuVm:
         """Apply an op list the canonical way and return the VAs it created.
 
         MAP: a new VA is inserted and linked to ``bo_obtain(obj)`` (put on the extobj list
-        if external); REMAP: the old VA leaves the tree, the pieces are inserted (flags
-        copied) and linked to the old VmBo, then the old VA is unlinked; UNMAP: unlink and
-        remove.  Page-table events skip every part a ``keep`` op preserves.  The whole list
-        is validated before anything changes.
+        if external), obtained before the first op runs, as drivers do before sm_map, so
+        an UNMAP of the object's last mapping in the same list cannot destroy that VmBo
+        (and free the object) under the MAP; REMAP: the old VA leaves the tree, the pieces
+        are inserted (flags copied) and linked to the old VmBo, then the old VA is
+        unlinked; UNMAP: unlink and remove.  Page-table events skip every part a ``keep``
+        op preserves.  The whole list is validated before anything changes.
         """
         self.check_alive("apply")
         self._validate_ops(ops)
@@ -590,6 +592,12 @@ class GpuVm:
         emit = self.bus.emit if route[Mapped] or route[Unmapped] or route[TlbInvalidated] else None
         created: list[Va] = []
         kept: list[tuple[int, int]] = []
+        map_bos: dict[int, VmBo] = {}
+        for op in ops:
+            if isinstance(op, MapOp) and op.obj is not None and id(op.obj) not in map_bos:
+                map_bo = self.bo_obtain(op.obj, _APPLY)
+                map_bo.extobj_add()
+                map_bos[id(op.obj)] = map_bo
         for op in ops:
             if isinstance(op, UnmapOp):
                 va = op.va
@@ -635,14 +643,13 @@ class GpuVm:
                 va = Va(op.addr, op.range, op.obj, op.offset, sparse=op.obj is None)
                 self._insert(va)
                 if op.obj is not None:
-                    vm_bo = self.bo_obtain(op.obj, _APPLY)
-                    vm_bo.extobj_add()
-                    self.link(va, vm_bo)
-                    vm_bo.put(_APPLY)
+                    self.link(va, map_bos[id(op.obj)])
                 created.append(va)
                 if emit is not None:
                     for a, r in _subtract(op.addr, op.end, kept):
                         emit(Mapped(self, a, r, op.obj, (op.offset + a - op.addr) & U64_MAX))
+        for map_bo in map_bos.values():
+            map_bo.put(_APPLY)
         return created
 
     def map(self, addr: int, range: int, obj: GemObject | None = None, offset: int = 0) -> list[Va]:
