@@ -20,6 +20,15 @@ from gpuvm.errors import Busy, InvalidValue
 from gpuvm.events import EventBus, TlbInvalidated, Unmapped, Warning
 from gpuvm.gem import GemObject, Resv
 from gpuvm.modes import FLAVOURS, Flavour
+from gpuvm.placement import (
+    AMDGPU_EVICTION,
+    GIB,
+    Domain,
+    MemoryManager,
+    Place,
+    amdgpu_domains,
+    places,
+)
 from gpuvm.policies import TeardownPolicy, make_policy
 from gpuvm.refs import cycles, describe, explain
 from gpuvm.vm import GpuVm
@@ -28,6 +37,7 @@ from legacy.aspace import AddressSpace
 from legacy.vma import KernelVm, KernelVma, bo_vmas
 
 if TYPE_CHECKING:
+    from gpuvm.caps import DeviceCaps, Topology
     from gpuvm.dmabuf import DmaBuf, FdTable
     from gpuvm.file import DrmFile
     from gpuvm.kms import Framebuffer, Plane
@@ -52,6 +62,7 @@ class Device:
 
     __slots__ = (
         "bus",
+        "caps",
         "closed",
         "context_window",
         "display_vm",
@@ -63,12 +74,14 @@ class Device:
         "jobs",
         "live_bos",
         "live_vms",
+        "mem",
         "name",
         "per_process_pgtables",
         "planes",
         "policy",
         "reports",
         "stats",
+        "topology",
     )
 
     def __init__(
@@ -83,6 +96,9 @@ class Device:
         display_window: tuple[int, int] = KMS_WINDOW,
         context_window: tuple[int, int] = CONTEXT_WINDOW,
         per_process_pgtables: bool = True,
+        caps: DeviceCaps | None = None,
+        mem: MemoryManager | None = None,
+        topology: Topology | None = None,
     ) -> None:
         from gpuvm.kms import Plane
 
@@ -93,6 +109,14 @@ class Device:
         self.display_window = display_window
         self.context_window = context_window
         self.per_process_pgtables = per_process_pgtables
+        self.caps = caps
+        """Sharing capabilities (:mod:`gpuvm.caps`); None: a device without placement."""
+        if mem is None and caps is not None:
+            mem = _default_mem(caps, self.bus, name)
+        self.mem = mem
+        """The device's memory (:mod:`gpuvm.placement`); buffers get a backing when set."""
+        self.topology = topology
+        """Peer-to-peer reachability to other devices (``None``: no p2p path)."""
         self.files: list[DrmFile] = []
         self.live_bos: dict[Bo, None] = {}
         self.live_vms: dict[AnyVm, None] = {}
@@ -146,14 +170,36 @@ class Device:
 
     # --- buffers and VMs (bookkeeping called by the other modules) ---------------------
 
-    def new_bo(self, size: int, name: str = "", resv: Resv | None = None) -> Bo:
-        """A new buffer of this device (creator's reference: ``OWNER``)."""
+    def new_bo(
+        self, size: int, name: str = "", resv: Resv | None = None, *, placement: bool = True
+    ) -> Bo:
+        """A new buffer of this device (creator's reference: ``OWNER``).  With a memory
+        manager and ``placement`` (not for imports, whose backing is the exporter's) the
+        buffer gets a backing and is placed at once (TTM allocates eagerly): preferred
+        VRAM with GTT allowed (amdgpu) on a device with VRAM, else its first system
+        domain."""
         n = self.stats["bos_created"] + 1
         bo = make_bo(size, name=name or f"{self.name}.bo{n}", device=self, bus=self.bus, resv=resv)
+        if self.mem is not None and placement:
+            pref, allowed = self.default_places()
+            self.mem.add(bo, pref, allowed)
+            try:
+                self.mem.validate(bo)
+            except Exception:
+                self.mem.remove(bo)
+                raise
         self.stats["bos_created"] = n
         self.live_bos[bo] = None
         bo.free_hooks.append(self._bo_freed)
         return bo
+
+    def default_places(self) -> tuple[tuple[Place, ...], tuple[Place, ...]]:
+        """``(preferred, allowed)`` for a new buffer of this device."""
+        domains = self.caps.domains if self.caps is not None else frozenset(Domain)
+        if Domain.VRAM in domains:
+            return amdgpu_domains([Domain.VRAM])
+        first = Domain.TT if Domain.TT in domains else Domain.SYSTEM
+        return places(first), places(*dict.fromkeys((first, Domain.SYSTEM)))
 
     def _bo_freed(self, obj: GemObject) -> None:
         assert isinstance(obj, Bo)
@@ -317,6 +363,10 @@ class Device:
                 raise AssertionError(f"{bo!r} busy {bo.busy} != jobs using it")
             if bo.handle_count == 0 and bo.dma_buf is not None and bo.import_attach is None:
                 raise AssertionError(f"{bo!r} keeps its export cache with no handle")
+        for d in self.dmabufs:
+            d.check_invariants()
+        if self.mem is not None:
+            self.mem.check_invariants()
         for plane in self.planes:
             fb = plane.fb
             if fb is not None and (fb.freed or fb.refs.count(plane.holder) != 1):
@@ -333,6 +383,19 @@ class Device:
                     vma = self.display_vm.vma_of(bo)
                     if vma is None or not vma.mapped or vma.pin_count <= 0:
                         raise AssertionError(f"{fb!r} prepared but {bo!r} not pinned for scanout")
+
+
+def _default_mem(caps: DeviceCaps, bus: EventBus, name: str) -> MemoryManager:
+    """A memory manager for ``caps`` [M]: 8 GiB VRAM if the device has VRAM, 16 GiB TT,
+    64 GiB system, the exporter's eviction table."""
+    return MemoryManager(
+        vram=8 * GIB if Domain.VRAM in caps.domains else 0,
+        tt=16 * GIB if Domain.TT in caps.domains else 0,
+        system=64 * GIB,
+        bus=bus,
+        eviction=caps.exporter.eviction_table() if caps.exporter else AMDGPU_EVICTION,
+        name=name,
+    )
 
 
 def format_cycle(chain: tuple[object, ...]) -> str:
@@ -430,6 +493,8 @@ def snapshot(*devices: Device) -> tuple[object, ...]:
                 tuple((repr(j), tuple(repr(b) for b in j.bos)) for j in dev.jobs),
                 tuple(dev.reports),
                 tuple(sorted(dev.stats.items())),
+                tuple(d.state() for d in dev.dmabufs),
+                dev.mem.snapshot() if dev.mem is not None else None,
             )
         )
     out.append(

@@ -213,3 +213,28 @@ class NotManaged(GpuvmError):
     """A buffer that has no backing state in this memory manager (or already has one)."""
 
     errno = _errno.EINVAL
+
+
+# --- dma-buf sharing ------------------------------------------------------------------------
+
+
+class BackingConflict(Busy):
+    """A late attacher (or its first map, or a pin) needs a backing the exporter cannot
+    give it: the current one is out of its reach and pinned or statically mapped
+    (``-EBUSY``, the documented convention of dma-buf attach constraints)."""
+
+    errno = _errno.EBUSY
+
+
+class WouldMigrate(InvalidValue):
+    """A ``NO_MOVE`` import (Simon Ser's 2024 RFC, ``DMA_BUF_ATTACH_NO_MOVE``) that would
+    migrate the buffer (``-EINVAL``); nothing was attached, pinned or moved."""
+
+    errno = _errno.EINVAL
+
+
+class NoImportPath(InvalidValue):
+    """The importing driver has no path for this buffer (no ``gem_prime_import_sg_table``:
+    bochs/qxl-style VRAM-only devices), ``-EINVAL``."""
+
+    errno = _errno.EINVAL

@@ -236,13 +236,14 @@ class DrmFile:
         self._ioctl("PRIME_HANDLE_TO_FD")
         return prime.handle_to_fd(self, handle, flags)
 
-    def prime_fd_to_handle(self, fd: int) -> int:
+    def prime_fd_to_handle(self, fd: int, flags: int = 0) -> int:
         """``PRIME_FD_TO_HANDLE``: the cached handle, the exporter's own buffer
-        (self-import) or a new buffer around an attachment (foreign import)."""
+        (self-import) or a new buffer around an attachment (foreign import); ``flags``:
+        ``prime.DRM_PRIME_FD_TO_HANDLE_NO_MOVE`` (the 2024 RFC)."""
         from gpuvm import prime
 
         self._ioctl("PRIME_FD_TO_HANDLE")
-        return prime.fd_to_handle(self, fd)
+        return prime.fd_to_handle(self, fd, flags)
 
     # --- mode choice ---------------------------------------------------------------------
 

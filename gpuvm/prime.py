@@ -12,26 +12,42 @@
   dma-buf until it is freed (edge 4).  A second file importing the same foreign dma-buf gets
   its own buffer.
 
-Both validate first; the only failures are a bad handle or fd and bad flags.
+Both validate first.  Without placement the only failures are a bad handle or fd and bad
+flags.  When the exporting device has a memory manager and exporter rules
+(``Device(caps=...)``), the dma-buf carries an :class:`~gpuvm.dmabuf.Exporter` and a foreign
+import on a device with caps attaches with them: dynamic if the importer implements
+``move_notify`` (then its ``move_notify`` evicts the import's VmBos), static otherwise
+(mapped at import if the driver uses the generic helper); a driver without a foreign-import
+path fails ``-EINVAL``; :data:`DRM_PRIME_FD_TO_HANDLE_NO_MOVE` (the 2024 RFC's import flag)
+fails ``-EINVAL`` if the import would migrate the buffer.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gpuvm.dmabuf import DmaBuf, dma_buf_holder
+from gpuvm.dmabuf import DmaBuf, Exporter, ImporterOps, dma_buf_holder, evict_importer_vms
 from gpuvm.driver import Bo
-from gpuvm.errors import BadHandle, InvalidValue
+from gpuvm.errors import BadHandle, InvalidValue, NoImportPath
 from gpuvm.gem import GemObject
 from gpuvm.refs import Holder
 
 if TYPE_CHECKING:
     from gpuvm.file import DrmFile
 
-__all__ = ["DRM_CLOEXEC", "DRM_RDWR", "export", "fd_to_handle", "handle_to_fd"]
+__all__ = [
+    "DRM_CLOEXEC",
+    "DRM_PRIME_FD_TO_HANDLE_NO_MOVE",
+    "DRM_RDWR",
+    "export",
+    "fd_to_handle",
+    "handle_to_fd",
+]
 
 DRM_CLOEXEC = 0o2000000
 DRM_RDWR = 0o2
+DRM_PRIME_FD_TO_HANDLE_NO_MOVE = 1 << 0
+"""[P] Simon Ser's RFC (Oct 2024): bit 0 of ``drm_prime_handle.flags`` on import."""
 
 
 def prime_cache_holder(file: DrmFile) -> Holder:
@@ -46,7 +62,14 @@ def export(bo: Bo) -> DmaBuf:
 
     device = bo.device
     assert isinstance(device, Device)
-    d = DmaBuf(bo, device, bo.size, bo.resv, bus=device.bus, name=f"{bo.name}.dmabuf")
+    sharing = None
+    mem = device.mem
+    caps = device.caps
+    if caps is not None and caps.exporter is not None and mem is not None and bo in mem:
+        sharing = Exporter(caps, mem, topology=device.topology)
+    d = DmaBuf(
+        bo, device, bo.size, bo.resv, bus=device.bus, name=f"{bo.name}.dmabuf", sharing=sharing
+    )
     bo.get(d)
     device.policy.on_export(bo, d)
     d.release_hooks.append(_exporter_release)
@@ -88,8 +111,11 @@ def handle_to_fd(file: DrmFile, handle: int, flags: int = 0) -> int:
     return file.fds.install(d)
 
 
-def fd_to_handle(file: DrmFile, fd: int) -> int:
-    """``PRIME_FD_TO_HANDLE``: cache hit, self-import or foreign import."""
+def fd_to_handle(file: DrmFile, fd: int, flags: int = 0) -> int:
+    """``PRIME_FD_TO_HANDLE``: cache hit, self-import or foreign import.  ``flags`` may
+    hold :data:`DRM_PRIME_FD_TO_HANDLE_NO_MOVE` (self-imports and cache hits never move)."""
+    if flags & ~DRM_PRIME_FD_TO_HANDLE_NO_MOVE:
+        raise InvalidValue(f"PRIME_FD_TO_HANDLE flags {flags:#x}")
     d = file.fds.get(fd)
     d.check_alive("import")
     cached = file.prime_cache.get(d)
@@ -100,7 +126,7 @@ def fd_to_handle(file: DrmFile, fd: int) -> int:
         bo = d.priv
         h = file._new_handle(bo)
     else:
-        bo = _import_foreign(file, d)
+        bo = _import_foreign(file, d, no_move=bool(flags & DRM_PRIME_FD_TO_HANDLE_NO_MOVE))
         h = file._new_handle(bo)
         bo.put()
     if bo.dma_buf is None:
@@ -111,14 +137,26 @@ def fd_to_handle(file: DrmFile, fd: int) -> int:
     return h
 
 
-def _import_foreign(file: DrmFile, d: DmaBuf) -> Bo:
+def _import_foreign(file: DrmFile, d: DmaBuf, *, no_move: bool = False) -> Bo:
     """``drm_gem_prime_import_dev`` for another device's dma-buf (msm ``msm_gem_import``):
     attach, then a new buffer sharing the dma-buf's reservation and holding it (edge 4).
     At its free it detaches and drops the dma-buf."""
     device = file.device
-    att = d.attach(device)
-    bo = device.new_bo(d.size, f"{d.name}@{device.name}", resv=d.resv)
+    caps = device.caps
+    if caps is None:
+        att = d.attach(device)
+    else:
+        mode = caps.import_mode(False)
+        if mode is None:
+            raise NoImportPath(f"{caps.name} ({caps.driver}) cannot import foreign {d!r}")
+        ops = None
+        if mode == "dynamic":
+            ops = ImporterOps(evict_importer_vms, allow_peer2peer=caps.allow_peer2peer)
+        map_now = mode == "static" and caps.maps_at_import
+        att = d.attach(device, caps, ops, no_move=no_move, map_now=map_now)
+    bo = device.new_bo(d.size, f"{d.name}@{device.name}", resv=d.resv, placement=False)
     bo.import_attach = att
+    att.bo = bo
     d.get(bo)
     bo.free_hooks.append(_imported_free)
     return bo
@@ -128,5 +166,5 @@ def _imported_free(obj: GemObject) -> None:
     """``drm_prime_gem_destroy``: detach and drop the imported buffer's dma-buf (edge 4)."""
     assert isinstance(obj, Bo) and obj.import_attach is not None
     att = obj.import_attach
-    att.dmabuf.detach(att)
+    att.dmabuf.detach(att, teardown=True)
     att.dmabuf.put(obj)
