@@ -196,6 +196,7 @@ class LifetimeChecker:
         self._seen: set[tuple[str, str]] = set()
         self._freed: dict[int, object] = {}
         self._unsubscribe: list[Callable[[], None]] = []
+        self._buses: list[EventBus] = []
         self._tables: dict[int, Any] = {}
         self._tables_done: set[int] = set()
         for w in watch:
@@ -218,13 +219,17 @@ class LifetimeChecker:
             self.attach(bus)
 
     def attach(self, bus: EventBus) -> None:
-        """Observe ``bus``'s lifetime events."""
+        """Observe ``bus``'s lifetime events (once per bus)."""
+        if any(b is bus for b in self._buses):
+            return
+        self._buses.append(bus)
         self._unsubscribe.append(bus.subscribe(self._on_event, [Freed, RefPut, Mapped, VaLinked]))
 
     def detach(self) -> None:
         for u in self._unsubscribe:
             u()
         self._unsubscribe.clear()
+        self._buses.clear()
 
     # --- findings ------------------------------------------------------------------------
 
