@@ -69,17 +69,30 @@ def test_builtin_presets() -> None:
 
 def test_msm_kms_unmap_of_1080p_is_about_5_ms() -> None:
     kms = get_preset("msm-kms")
-    unmap = kms.unmap_ms(FHD_PAGES)
+    unmap = kms.unmap_ms(FHD_PAGES, tlb_kind="per_page")  # on the display (KMS) VM
     assert unmap == pytest.approx(5.1, abs=0.2)
     assert unmap == pytest.approx((20 + FHD_PAGES * 0.0015 + FHD_PAGES * 2.5) / 1000)
     b = kms.breakdown(
-        Counts(unmap_ops=1, pages_unmapped=FHD_PAGES, tlb_flushes=1, tlb_flush_pages=FHD_PAGES)
+        Counts(
+            unmap_ops=1,
+            pages_unmapped=FHD_PAGES,
+            tlb_range_invalidations=1,
+            tlb_range_pages=FHD_PAGES,
+        )
     )
     assert b.tlb_ms == pytest.approx(5.0625) and b.map_ms == 0
     assert b.unmap_ms == pytest.approx(0.0230375)
+    # a context VM (declared context_flush) pays one flush, not the display's per-page cost
+    flush = kms.breakdown(
+        Counts(unmap_ops=1, pages_unmapped=FHD_PAGES, tlb_flushes=1, tlb_flush_pages=FHD_PAGES)
+    )
+    assert flush.tlb_ms == pytest.approx(0.03)
+    assert kms.unmap_ms(FHD_PAGES) == pytest.approx(0.0530375)
     # scales with pages: 4k is 4x the pages, and 64 KiB pages divide the per-page terms
-    assert kms.unmap_ms(8100) == pytest.approx((20 + 8100 * 0.0015 + 8100 * 2.5) / 1000)
-    assert kms.unmap_ms(127) < unmap / 15
+    assert kms.unmap_ms(8100, tlb_kind="per_page") == pytest.approx(
+        (20 + 8100 * 0.0015 + 8100 * 2.5) / 1000
+    )
+    assert kms.unmap_ms(127, tlb_kind="per_page") < unmap / 15
 
 
 def test_msm_thread_map_and_unmap_of_1080p() -> None:
@@ -103,13 +116,15 @@ def test_eager_flip_acceptance_numbers() -> None:
     thread = get_preset("msm-thread")
     ms = thread.cost_per_frame(steady)
     assert ms == pytest.approx(0.2 + 0.3 + 0.03 + 0.002)
-    # msm-kms prices the display unmap per page even though this VM declared nothing
-    kms_ms = get_preset("msm-kms").cost_per_frame(steady)
+    # msm-kms prices by each VM's declared kind: per page on the display (KMS) VM ...
+    kms_vm = eager_flips(KmsVm, frames=20).frames_sum(5)
+    kms_ms = get_preset("msm-kms").cost_per_frame(kms_vm)
     assert kms_ms == pytest.approx(5.1, abs=0.2)
     assert budget_pct(kms_ms, 60) == pytest.approx(30.7, abs=1.0)
-    # the default preset prices by declaration: a flush here, per page on a KMS VM
+    # ... and one flush on a context VM (this VM declared nothing: context_flush)
+    assert get_preset("msm-kms").cost_per_frame(steady) < 0.1
+    # the default preset prices by declaration too
     assert get_preset("default").cost_per_frame(steady) < 0.1
-    kms_vm = eager_flips(KmsVm, frames=20).frames_sum(5)
     assert get_preset("default").cost_per_frame(kms_vm) == pytest.approx(kms_ms)
 
 
@@ -210,7 +225,7 @@ def test_user_presets_and_extends(tmp_path: Path) -> None:
     assert soc.ioctl_us == 2.0 and soc.migrate_gb_per_s == 25.0
     slow = got["slow-kms"]
     kms = get_preset("msm-kms")
-    assert slow.tlb_page_us == 3.0 and slow.tlb_kind == "per_page"
+    assert slow.tlb_page_us == 3.0 and slow.tlb_kind == "declared"
     assert slow.ioctl_us_by_name == kms.ioctl_us_by_name
     assert slow.evidence == "E" and "extends msm-kms" in slow.source
     assert got["slower-kms"].tlb_page_us == 3.0 and got["slower-kms"].unmap_fixed_us == 100.0
@@ -398,7 +413,7 @@ def test_docs_toml_example_loads() -> None:
     (block,) = _blocks("toml")
     got = loads_presets(block, origin="docs/costs.md")
     assert list(got) == ["my-soc", "slow-kms"]
-    assert got["slow-kms"].tlb_page_us == 3.0 and got["slow-kms"].tlb_kind == "per_page"
+    assert got["slow-kms"].tlb_page_us == 3.0 and got["slow-kms"].tlb_kind == "declared"
 
 
 def test_docs_builtin_table_matches_the_presets() -> None:
