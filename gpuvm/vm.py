@@ -810,7 +810,12 @@ class GpuVm:
         """What keeps this VM alive besides its owner: one line per VA and VmBo."""
         out = [f"{va!r} still inserted" for va in self.vas]
         out += [f"{vb!r} still alive (kref {vb.kref})" for vb in self.vm_bos]
-        out += [f"held by {h!r}" for h in self.refs.holders if not isinstance(h, Va | VmBo)]
+        for h, n in self.refs.holders.items():
+            if isinstance(h, Va | VmBo):
+                continue
+            n -= h == OWNER  # the owner's own reference is the one being dropped
+            if n > 0:
+                out.append(f"held by {h!r}" + (f" x{n}" if n > 1 else ""))
         return out
 
     def close(self) -> None:
