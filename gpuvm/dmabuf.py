@@ -43,6 +43,7 @@ from gpuvm.caps import (
     BackingChoice,
     DeviceCaps,
     ExporterRules,
+    ImportPaths,
     Topology,
     Unsat,
     choose_backing,
@@ -81,6 +82,7 @@ from gpuvm.placement import (
 from gpuvm.refs import Holder, RefCount
 
 __all__ = [
+    "AccessAnswer",
     "AttachView",
     "Attachment",
     "AttachmentMapped",
@@ -168,6 +170,9 @@ class Exporter:
     rules: ExporterRules = attrs.field()
     topology: Topology | None = None
     move_notify_built: bool = True
+    ram_top: int = DEFAULT_MAX_PHYS
+    """Highest RAM byte address where unconstrained system pages may land (a SoC with
+    4 GiB of RAM: ``(1 << 32) - 1``)."""
 
     @rules.default
     def _rules_default(self) -> ExporterRules:
@@ -265,8 +270,28 @@ class Attachment:
 _Plan = tuple[Literal["none", "validate", "pin"], tuple[Place, ...]]
 
 
-def _max_phys(res: Resource) -> int:
-    return res.lpfn * PAGE_SIZE - 1 if res.lpfn else DEFAULT_MAX_PHYS
+def _max_phys(res: Resource, ram_top: int = DEFAULT_MAX_PHYS) -> int:
+    return res.lpfn * PAGE_SIZE - 1 if res.lpfn else ram_top
+
+
+AccessPath = Literal["self", "p2p", "system"]
+
+
+@attrs.frozen(slots=True)
+class AccessAnswer:
+    """Michel Dänzer's question as a value: can ``importer`` access the buffer while the
+    exporter keeps its optimal placement (``domain``)?  ``path`` says how (``"self"``:
+    the same device; ``"p2p"``: p2p bus addresses into VRAM; ``"system"``: DMA to system
+    pages); ``read_gbps`` is the importer's read bandwidth there [M] (None: local
+    memory); ``current_ok`` is what a NO_MOVE probe would see (the current backing)."""
+
+    ok: bool
+    importer: str
+    domain: Domain
+    path: AccessPath | None
+    read_gbps: float | None
+    current_ok: bool
+    reason: str
 
 
 @attrs.define(slots=True, eq=False, repr=False)
@@ -388,13 +413,16 @@ class DmaBuf:
             res = self.backing.resource
         if res is None:
             return False
+        assert self.sharing is not None
         contig = res.contiguous or self._rules.contiguous_backing
-        return reachable(
-            view.caps, res.domain, view.peer2peer, max_phys=_max_phys(res), contiguous=contig
-        )
+        top = _max_phys(res, self.sharing.ram_top)
+        return reachable(view.caps, res.domain, view.peer2peer, max_phys=top, contiguous=contig)
 
     def _solve(self, views: Sequence[AttachView], pref: Sequence[Domain]) -> Place:
-        choice: BackingChoice | Unsat = choose_backing(views, pref, size=self.size)
+        assert self.sharing is not None
+        choice: BackingChoice | Unsat = choose_backing(
+            views, pref, size=self.size, ram_top=self.sharing.ram_top
+        )
         if isinstance(choice, Unsat):
             raise BackingConflict(f"{self!r}: no backing suits every attachment: {choice.reason}")
         place = choice.place
@@ -466,6 +494,47 @@ class DmaBuf:
                     who = "it" if m.obj is self.priv else repr(m.obj)
                     out.append(f"{who} {m.src.name}->{m.dst.name}")
         return out
+
+    def can_access_optimal(
+        self, caps: DeviceCaps, *, pcie_gbps: float = 24.0, dram_gbps: float = 60.0
+    ) -> AccessAnswer:
+        """Whether an importer with ``caps`` could access this buffer while the exporter
+        keeps it in its optimal (first preferred) place, without attaching, pinning or
+        moving anything (the alternative to NO_MOVE proposed in Oct 2024).  It does not
+        say whether that access is fast; ``read_gbps`` gives the bandwidth [M]: p2p and a
+        discrete importer reading system memory at ``pcie_gbps``, an integrated one at
+        ``dram_gbps``."""
+        self.check_alive("query")
+        sharing = self.sharing
+        b = self.backing
+        best = b.preferred[0]
+        opt = Resource.from_place(best)
+        same = caps.name == sharing.caps.name if sharing is not None else False
+        cur = b.resource
+        if same:
+            return AccessAnswer(True, caps.name, opt.domain, "self", None, True, "same device")
+        if caps.import_mode(False) is None:
+            return AccessAnswer(
+                False, caps.name, opt.domain, None, None, False, "no foreign import path"
+            )
+        assert sharing is not None
+        p2p = (
+            ImportPaths.DYNAMIC in caps.import_paths and caps.allow_peer2peer and sharing.p2p(caps)
+        )
+        view = AttachView(caps, p2p, ImportPaths.DYNAMIC in caps.import_paths)
+        ok = self.reaches(view, opt)
+        current_ok = cur is not None and self.reaches(view, cur)
+        if not ok:
+            why = "no p2p path to VRAM" if opt.domain == Domain.VRAM else "out of DMA reach"
+            return AccessAnswer(False, caps.name, opt.domain, None, None, current_ok, why)
+        if opt.domain == Domain.VRAM:
+            return AccessAnswer(
+                True, caps.name, opt.domain, "p2p", pcie_gbps, current_ok, "p2p bus addresses"
+            )
+        bw = dram_gbps if caps.integrated else pcie_gbps
+        return AccessAnswer(
+            True, caps.name, opt.domain, "system", bw, current_ok, "DMA to system pages"
+        )
 
     # --- attach / detach -----------------------------------------------------------------
 
@@ -539,10 +608,10 @@ class DmaBuf:
         att = Attachment(self, importer, dynamic, p2p, caps=caps, ops=ops)
         for hook in self.attach_hooks:
             hook(att)
-        self.attachments.append(att)
-        if rules.pins_at_attach:
+        if rules.pins_at_attach:  # in the exporter's attach op, before the list insert
             self._mem.pin(self.priv, plans[0][1])
             att.attach_pins = 1
+        self.attachments.append(att)
         if map_now:
             self.map(att)
         return att
