@@ -68,6 +68,7 @@ __all__ = [
     "FRAME_BYTES",
     "SCENARIOS",
     "ScenarioResult",
+    "format_result",
     "l_late_attach",
     "run",
     "s1_self_import",
@@ -271,7 +272,7 @@ class _World:
             gbps=self.gbps,
             moves=m.tally.moves,
             link_bytes=m.tally.link_bytes,
-            migration_ms=round(m.tally.ms, 3),
+            migration_ms=m.tally.ms,
             pins=pins,
             pinned_tt_bytes=tt,
             pinned_vram_bytes=vram,
@@ -283,7 +284,7 @@ class _World:
             errors=tuple(self.errors),
             frames=frames,
             frame_moves=fmoves,
-            frame_copy_ms=round(self.link.ms(int(flink_total)), 3),
+            frame_copy_ms=self.link.ms(int(flink_total)),
             frame_link_bytes=flink_total,
             frame_pte=fpte,
             facts=facts,
@@ -410,7 +411,7 @@ def s2_plain_igpu_import(gbps: float = DEFAULT_GBPS) -> ScenarioResult:
         extra_copy_bytes=FRAME_BYTES,
         facts=(
             ("static_import", not any(a.dynamic for d in w.shared for a in d.attachments)),
-            ("per_buffer_ms", round(w.link.ms(FRAME_BYTES), 3)),
+            ("per_buffer_ms", w.link.ms(FRAME_BYTES)),
             ("client_renders_over_pcie_bytes_per_frame", FRAME_BYTES),
             ("pinned_tt_mib", round(3 * FRAME_BYTES / MIB, 1)),
         ),
@@ -754,6 +755,31 @@ def l_late_attach(gbps: float = DEFAULT_GBPS) -> ScenarioResult:
             d.detach(att, teardown=True)
         d.put("fd")
     return res
+
+
+def format_result(r: ScenarioResult) -> str:
+    """A scenario's numbers as a few lines of text (the CLI's output)."""
+    lines = [f"{r.key}: {r.title}  [link {r.gbps:g} GB/s]"]
+    lines.append(
+        f"  migrations {r.moves}, {r.link_bytes:,} B over the link "
+        f"({r.link_bytes / MIB:.1f} MiB) = {r.migration_ms:.2f} ms"
+    )
+    lines.append(
+        f"  pins {r.pins} (GTT {r.pinned_tt_bytes / MIB:.1f} MiB, VRAM "
+        f"{r.pinned_vram_bytes / MIB:.1f} MiB); attachment maps {r.maps} / unmaps {r.unmaps}; "
+        f"move_notify {r.notifies}; importer PTE writes {r.pte_writes} / clears {r.pte_clears}"
+    )
+    for what, err in r.errors:
+        lines.append(f"  refused: {what} -> {err} (state unchanged)")
+    if r.frames:
+        lines.append(
+            f"  per frame ({r.frames} frames): {r.frame_moves:g} migrations, "
+            f"{r.frame_copy_ms:.2f} ms of copies, {r.frame_link_bytes:,.0f} B "
+            f"({r.link_gbps:.2f} GB/s at 60 Hz), {r.frame_pte:g} PTE rewrites"
+        )
+    if r.facts:
+        lines.append("  " + ", ".join(f"{k}={v}" for k, v in r.facts))
+    return "\n".join(lines)
 
 
 SCENARIOS: dict[str, Callable[[float], ScenarioResult]] = {
