@@ -33,6 +33,7 @@ from typing import Any, TextIO
 from gpuvm.cases import CASES, MULTI_VA, format_span, run_case
 from gpuvm.costs import CostPreset, PresetError, all_presets, budget_pct, get_preset, resolution
 from gpuvm.errors import GpuvmError
+from gpuvm.trace import add_replay
 
 __all__ = [
     "COMMANDS",
@@ -607,7 +608,14 @@ def cmd_dmabuf(args: argparse.Namespace) -> int:
 # --- wiring -------------------------------------------------------------------------------------
 
 
-COMMANDS: list[AddCommand] = [add_study, add_flip, add_presets, add_cases, add_dmabuf]
+COMMANDS: list[AddCommand] = [
+    add_study,
+    add_flip,
+    add_presets,
+    add_cases,
+    add_dmabuf,
+    add_replay,
+]
 """The subcommands, in help order.  Append ``add_<name>`` here (or :func:`register` it)."""
 
 
@@ -625,6 +633,7 @@ examples:
   gpuvm presets
   gpuvm cases
   gpuvm dmabuf --scenario S5 --bandwidth 12
+  gpuvm replay trace.jsonl          # replay a recorded trace: events + lifetime verdict
   gpuvm COMMAND --help              # each command's options and examples
 
 Without a command, `gpuvm` runs `gpuvm cases`."""

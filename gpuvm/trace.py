@@ -266,11 +266,17 @@ class Session:
         check: bool = True,
         bus: EventBus | None = None,
         policies: dict[str, Any] | None = None,
+        text_log: bool = False,
     ) -> None:
         self.policies: dict[str, Any] = dict(policies or {})
         self.bus = bus if bus is not None else EventBus()
         self.log = EventLog()
         self.bus.subscribe(self.log)
+        self.text: list[str] = []
+        """With ``text_log``: each event formatted when it was emitted (objects shown in
+        their state at that moment)."""
+        if text_log:
+            self.bus.subscribe(lambda e: self.text.append(format_event(e)))
         self.checker = LifetimeChecker(bus=self.bus)
         self.check_every_op = check
         self.lines: list[dict[str, Any]] = []
@@ -545,7 +551,11 @@ class _Bad(Exception):
 
 
 def replay(
-    text: str, *, check: bool = True, policies: dict[str, Any] | None = None
+    text: str,
+    *,
+    check: bool = True,
+    policies: dict[str, Any] | None = None,
+    text_log: bool = False,
 ) -> ReplayResult:
     """Validate ``text`` whole, then replay it into a fresh :class:`Session`.
 
@@ -554,7 +564,7 @@ def replay(
     the partly replayed model is dropped: nothing escapes but the exception.
     """
     ops = load(text)
-    s = Session(check=check, policies=policies)
+    s = Session(check=check, policies=policies, text_log=text_log)
     for n, op, rec in ops:
         fields = {k: v for k, v in rec.items() if k not in _META}
         want_err = rec.get("error")
@@ -594,3 +604,75 @@ def format_event(event: Event) -> str:
 def events_of(result: ReplayResult, kinds: Iterable[str] | None = None) -> Sequence[Event]:
     ks = None if kinds is None else set(kinds)
     return [e for e in result.events if ks is None or e.kind in ks]
+
+
+# --- the `gpuvm replay` command ---------------------------------------------------------
+
+
+def add_replay(sub: Any) -> None:
+    """Register ``gpuvm replay TRACE [--json]`` (see :mod:`gpuvm.cli`)."""
+    from gpuvm.cli import json_parent
+
+    p = sub.add_parser(
+        "replay",
+        parents=[json_parent()],
+        help="replay a recorded trace: its events and the lifetime checker's verdict",
+        description=(
+            "Validates a JSON-lines trace (docs/trace-format.md) as a whole, replays it into "
+            "a fresh model with the lifetime checker on, and prints every event followed by "
+            "the verdict.  A malformed or inconsistent trace is rejected with its line "
+            "number and the reason (exit status 2); a lifetime violation exits 1."
+        ),
+    )
+    p.add_argument("trace", metavar="TRACE", help="the trace file (JSON lines)")
+    p.add_argument(
+        "--events",
+        metavar="KINDS",
+        default=None,
+        help="comma-separated event types to print (default: all)",
+    )
+    p.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args: Any) -> int:
+    from gpuvm.cli import UsageError
+
+    try:
+        with open(args.trace, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {args.trace}: {e}") from None
+    try:
+        result = replay(text, text_log=True)
+    except TraceError as e:
+        raise UsageError(f"{args.trace}:{e.line}: {e.reason}") from None
+    kinds = None if args.events is None else {k.strip() for k in args.events.split(",")}
+    events = [
+        t
+        for e, t in zip(result.events, result.session.text, strict=True)
+        if kinds is None or e.kind in kinds
+    ]
+    checker = result.checker
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "trace": args.trace,
+                    "version": TRACE_VERSION,
+                    "ops": result.ops,
+                    "events": events,
+                    "ok": checker.ok,
+                    "violations": [
+                        {"kind": v.kind, "message": v.message, "fatal": v in checker.failures}
+                        for v in checker.violations
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for line in events:
+            print(line)
+        print(f"-- {result.ops} ops, {len(result.events)} events")
+        print(checker.verdict())
+    return 0 if checker.ok else 1
