@@ -787,7 +787,9 @@ class DmaBuf:
 
     def check_invariants(self) -> None:
         """dmabuf spec section 7: nothing attached after release; attachments consistent;
-        pinned backing never moved and reached by every attachment; static mappings of a
+        pinned backing never moved, and reached by every attachment while a pin is held
+        through the dma-buf (the exporter's own pins, e.g. scanout, may leave a dynamic
+        attachment out of reach: its map fails ``-EBUSY``); static mappings of a
         dynamic exporter hold pins; no live (non-stale) mapping points at an old backing;
         non-p2p attachments map only system memory."""
         if self.released:
@@ -822,7 +824,7 @@ class DmaBuf:
             v = a.view
             if self._rules.dynamic and not a.dynamic and a.map_pins != a.mappings:
                 raise AssertionError(f"{a!r}: static mappings {a.mappings} hold {a.map_pins} pins")
-            if b.pinned and v is not None and not self.reaches(v, res):
+            if held and v is not None and not self.reaches(v, res):
                 raise AssertionError(f"{a!r} cannot reach pinned backing {res}")
             if a.usable and a.mapped_resource != res:
                 raise AssertionError(
