@@ -70,11 +70,25 @@ def first_fit(
     no hole fits (``drm_mm``'s ``-ENOSPC``).  O(n) in the nodes of the window."""
     if size <= 0 or hi <= lo:
         return None
+    cand = align_up(lo, align)
+    claimed = sorted(taken)
+    if not claimed:
+        # The common case (one buffer per call): walk the index alone, no merge.
+        for n in index.range_walk(lo, hi):
+            if cand + size > hi:
+                return None
+            start = n.addr
+            end = start + n.range
+            if end <= cand:
+                continue
+            if cand + size <= start:
+                return cand
+            cand = -(-end // align) * align
+        return cand if cand + size <= hi else None
     nodes: Iterator[tuple[int, int]] = (
         (n.addr, n.addr + n.range) for n in index.range_walk(lo, hi)
     )
-    cand = align_up(lo, align)
-    for start, end in heapq.merge(nodes, sorted(taken)):
+    for start, end in heapq.merge(nodes, claimed):
         if cand + size > hi:
             return None
         if end <= cand:
