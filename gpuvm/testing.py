@@ -438,6 +438,13 @@ class LegacyMachine(LifetimeMachine):
         j = self.attempt("submit", file=f, handles=[h for g, h in hs if g == f])
         return multiple() if j is None else j
 
+    @rule(target=jobs, h=consumes(handles))
+    def submit_then_close(self, h: tuple[str, int]) -> Any:
+        """Fire and forget: submit a buffer and close its handle while the job runs."""
+        j = self.attempt("submit", file=h[0], handles=[h[1]])
+        self.attempt("gem_close", file=h[0], handle=h[1])
+        return multiple() if j is None else j
+
     @rule(j=consumes(jobs))
     def retire_job(self, j: str) -> None:
         self.attempt("retire", device=self.dev, job=j)

@@ -1,0 +1,56 @@
+"""Every mutant (a deliberately broken policy or core variant, :mod:`gpuvm.mutants`) makes
+its state machine fail within the CI example budget: the checks can fail.  Shrinking is
+off (only finding matters here) and no example database is used, so each run is the
+derandomized CI search from scratch."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import Phase, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from gpuvm.mutants import MUTANTS, Mutant
+from gpuvm.testing import machine_class
+
+
+def _budget() -> settings:
+    return settings(settings.default, database=None, phases=[Phase.explicit, Phase.generate])
+
+
+def test_every_issue_mutant_is_registered() -> None:
+    assert {
+        "forget_unlink_on_remap",
+        "drop_vm_bo_buffer_ref",
+        "skip_unmap_at_handle_close",
+        "cache_imports_by_fd",
+        "leave_freed_node_in_va_index",
+        "leak_refs_on_failed_bind",
+    } <= set(MUTANTS)
+
+
+@pytest.mark.parametrize("mutant", list(MUTANTS.values()), ids=list(MUTANTS))
+def test_machine_catches_mutant(mutant: Mutant) -> None:
+    machine = machine_class(mutant.policy, mutant.machine)
+    with mutant.active(), pytest.raises(AssertionError) as info:
+        run_state_machine_as_test(machine, settings=_budget())
+    text = str(info.value)
+    assert "FAIL" in text or "changed the model" in text, text
+
+
+@pytest.mark.parametrize("mutant", [m for m in MUTANTS.values() if m.patch is not None], ids=str)
+def test_patches_are_undone(mutant: Mutant) -> None:
+    import gpuvm.file
+    import gpuvm.prime
+    from gpuvm.vm import GpuVm
+
+    def state() -> tuple[object, ...]:
+        return (
+            *(GpuVm.__dict__[n] for n in ("apply", "unlink", "bo_create", "_remove", "bind")),
+            gpuvm.file._check_bind,
+            gpuvm.prime.fd_to_handle,
+        )
+
+    before = state()
+    with mutant.active():
+        assert state() != before
+    assert state() == before
