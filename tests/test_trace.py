@@ -1,0 +1,180 @@
+"""Record and replay: a recorded session replays to the same trace (results, refusals,
+verdict); every kind of malformed or inconsistent trace is rejected with its line number
+and reason before or instead of a half-built model; ``gpuvm replay`` prints events and the
+verdict, or one error line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gpuvm import cli, trace
+from gpuvm.errors import GpuvmError
+from gpuvm.trace import Session, TraceError, load, replay
+
+P = 4096
+BASE = 1 << 32
+
+
+def _session() -> Session:
+    s = Session()
+    d = s.do("device", flavour="msm", policy="gpuvm_vma_ref")
+    g = s.do("device", flavour="nouveau", policy="gpuvm_vma_ref", display=False)
+    p0, p1 = s.do("process"), s.do("process")
+    comp, vk, prod = (
+        s.do("open", device=d, fds=p0),
+        s.do("open", device=d, fds=p0),
+        s.do("open", device=g, fds=p1),
+    )
+    s.do("set_param_vm_bind", file=vk)
+    h = s.do("create_bo", file=vk, size=8 * P)
+    s.do("vm_bind", file=vk, ops=[["map", BASE, 8 * P, h, 0], ["unmap", BASE + P, P]])
+    with pytest.raises(GpuvmError):
+        s.do("vm_bind", file=vk, ops=[["map", BASE, 0, h, 0]])
+    s.do("exec", file=vk)
+    s.do("retire", device=d)
+    fd = s.do("prime_handle_to_fd", file=prod, handle=s.do("create_bo", file=prod, size=P))
+    fd2 = s.do("fd_send", table=p1, fd=fd, to=p0)
+    ih = s.do("prime_fd_to_handle", file=comp, fd=fd2)
+    fb = s.do("add_fb", file=comp, handles=[ih])
+    s.do("page_flip", file=comp, plane=0, fb=fb)
+    s.do("get_param", file=comp)
+    own = s.do("create_bo", file=comp, size=2 * P)
+    s.do("get_iova", file=comp, handle=own)
+    s.do("submit", file=comp, handles=[own])
+    s.do("gem_close", file=comp, handle=own)
+    v = s.do("vm", start=0, range=64 * P)
+    o = s.do("gem", size=4 * P)
+    s.do("bind", vm=v, reqs=[["map", 0, 4 * P, o, 0], ["map", 8 * P, P, None, 0]])
+    s.do("unmap", vm=v, addr=P, range=P)
+    s.do("gem_put", obj=o)
+    s.do("vm_close", vm=v)
+    for f in (comp, vk, prod):
+        s.do("close", file=f)
+    for t in (p0, p1):
+        for n in sorted(s.obj(t).fds):
+            s.do("fd_close", table=t, fd=n)
+    s.do("device_close", device=d)
+    s.do("device_close", device=g)
+    return s
+
+
+def test_replay_is_deterministic() -> None:
+    s = _session()
+    text = s.dumps()
+    assert s.checker.ok, s.checker.verdict()
+    r = replay(text)
+    assert r.session.dumps() == text
+    assert r.ops == len(s.lines) == len(text.splitlines()) - 1
+    assert [e.kind for e in r.events] == [e.kind for e in s.log.events]
+    assert r.checker.ok
+    assert any(line.get("error") == "EINVAL" for line in s.lines)
+
+
+def _bad(text: str, line: int, reason: str) -> None:
+    with pytest.raises(TraceError) as info:
+        replay(text)
+    assert info.value.line == line, str(info.value)
+    assert reason in info.value.reason, info.value.reason
+    assert "\n" not in str(info.value)
+
+
+def _lines() -> list[str]:
+    return _session().dumps().splitlines()
+
+
+def _edit(n: int, **changes: object) -> str:
+    lines = _lines()
+    rec = json.loads(lines[n - 1])
+    for k, v in changes.items():
+        if v is ...:
+            rec.pop(k)
+        else:
+            rec[k] = v
+    lines[n - 1] = json.dumps(rec)
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("make", "line", "reason"),
+    [
+        (lambda: "", 1, "empty trace"),
+        (lambda: '{"op": "process", "id": "p0"}', 1, "first line must be the header"),
+        (lambda: '{"format": "gpuvm-trace", "version": 9}', 1, "unsupported trace version 9"),
+        (lambda: "\n".join([*_lines()[:3], "{oops"]), 4, "not valid JSON"),
+        (lambda: "\n".join([*_lines()[:3], "[1, 2]"]), 4, "not a JSON object"),
+        (lambda: _edit(3, op="teleport"), 3, "unknown op 'teleport'"),
+        (lambda: _edit(2, colour="red"), 2, "unknown field(s) colour"),
+        (lambda: _edit(2, flavour=...), 2, "missing field 'flavour'"),
+        (lambda: _edit(10, size="big"), 10, "size: expected an integer"),
+        (lambda: _edit(6, device="d7"), 6, "device 'd7' is not defined by an earlier line"),
+        (lambda: _edit(6, device="p0"), 6, "device 'p0' is a table, not a dev"),
+        (lambda: _edit(5, id="p0"), 5, "id 'p0' already defined"),
+        (lambda: _edit(11, ops=[["map", 1, 2]]), 11, "bad op"),
+        (lambda: _edit(2, policy="nonsense"), 2, "cannot make device"),
+        (lambda: _edit(10, result=5), 10, "create_bo returned 1 on replay, 5 when recorded"),
+        (lambda: _edit(11, error="EINVAL"), 11, "succeeded on replay but was refused (EINVAL)"),
+        (lambda: _edit(12, error="ENOENT"), 12, "refused with EINVAL on replay, ENOENT"),
+        (lambda: _edit(13, file="f0"), 13, "was refused on replay"),
+    ],
+)
+def test_bad_traces_are_rejected_with_line_and_reason(make: object, line: int, reason: str) -> None:
+    _bad(make(), line, reason)  # type: ignore[operator]
+
+
+def test_whole_trace_validated_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = _lines()
+    lines[-1] = '{"op": "device_close", "device": "nowhere"}'
+
+    def no_model(*args: object, **kw: object) -> None:
+        raise AssertionError("a model was built for an invalid trace")
+
+    monkeypatch.setattr(trace, "Session", no_model)
+    with pytest.raises(TraceError) as info:
+        replay("\n".join(lines))
+    assert info.value.line == len(lines)
+    assert "'nowhere' is not defined" in info.value.reason
+    assert len(load("\n".join(_lines()))) == len(lines) - 1
+
+
+def test_session_rejects_unknown_op() -> None:
+    with pytest.raises(ValueError, match="unknown op"):
+        Session().do("teleport")
+
+
+def test_cli_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text(_session().dumps())
+    assert cli.main(["replay", str(good), "--events", "Mapped,Freed"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("Mapped(vm=GpuVm(f1.vm_bind), addr=4294967296")
+    assert "ok: no lifetime violation" in out
+    assert cli.main(["replay", str(good), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is True and data["version"] == trace.TRACE_VERSION and data["ops"] > 30
+
+
+def test_cli_replay_verdict_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    s = Session()
+    d = s.do("device", flavour="msm", policy="gpuvm_legacy_trigger")
+    f = s.do("open", device=d, fds=s.do("process"))
+    fb = s.do("add_fb", file=f, handles=[s.do("create_bo", file=f, size=P)])
+    s.do("page_flip", file=f, plane=0, fb=fb)
+    s.do("close", file=f)
+    s.do("device_close", device=d)
+    leaky = tmp_path / "leaky.jsonl"
+    leaky.write_text(s.dumps())
+    assert cli.main(["replay", str(leaky)]) == 1
+    assert (
+        "FAIL cycle: GEM d0.bo1 kept alive by cycle GEM d0.bo1 -> VMA(" in capsys.readouterr().out
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(s.dumps().replace('"size": 4096', '"size": -1'))
+    with pytest.raises(SystemExit) as info:
+        cli.main(["replay", str(bad)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"gpuvm replay: error: {bad}:5: create_bo was refused on replay")
