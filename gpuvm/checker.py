@@ -135,7 +135,13 @@ def explain(obj: object) -> str:
     for chain in chains:
         parts = [describe(chain[0])]
         for held, holder in itertools.pairwise(chain):
-            parts.append(f"<-[{edge_kind(held, holder)}]- {describe(holder)}")
+            if isinstance(held, Holder):
+                label = "of"  # a named holder acting for an entity, not a counted edge
+            elif isinstance(held, Va) and not isinstance(holder, Va | VmBo):
+                label = "owns"  # what will tear a kernel-managed VMA down
+            else:
+                label = edge_kind(held, holder)
+            parts.append(f"<-[{label}]- {describe(holder)}")
         loop = len(chain) > 1 and any(chain[-1] is p for p in chain[:-1])
         lines.append(" ".join(parts) + ("  [cycle]" if loop else ""))
     return "\n".join(lines)

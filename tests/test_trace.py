@@ -178,3 +178,11 @@ def test_cli_replay_verdict_and_errors(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith(f"gpuvm replay: error: {bad}:5: create_bo was refused on replay")
+
+
+def test_documented_example_replays() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "trace-format.md").read_text()
+    example = doc.split("## Example")[1].split("```json\n")[1].split("```")[0]
+    r = replay(example)
+    assert r.ops == 9 and r.checker.ok
+    assert r.session.dumps() == example
