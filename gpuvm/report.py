@@ -297,12 +297,12 @@ def _draw_headline(plt: Any, grows: Sequence[Row], study: Study, path: Path, hz:
                     va="bottom",
                     fontsize=8,
                 )
-    ymax = max(5.0, top * 1.15)
+    ymax = max(5.0, top * 1.4)
     for i, p in enumerate(policies):
         r = idx[(HEADLINE_CASE, p, presets[0])]
         ax.text(
             i,
-            ymax * 0.93,
+            ymax * 0.97,
             f"{_num(r['maps_per_flip'])} map / {_num(r['unmaps_per_flip'])} unmap\nper flip",
             ha="center",
             va="top",
