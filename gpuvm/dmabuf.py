@@ -167,10 +167,10 @@ class Exporter:
 
     caps: DeviceCaps
     mem: MemoryManager
-    rules: ExporterRules = attrs.field()
-    topology: Topology | None = None
-    move_notify_built: bool = True
-    ram_top: int = DEFAULT_MAX_PHYS
+    rules: ExporterRules = attrs.field(kw_only=True)
+    topology: Topology | None = attrs.field(default=None, kw_only=True)
+    move_notify_built: bool = attrs.field(default=True, kw_only=True)
+    ram_top: int = attrs.field(default=DEFAULT_MAX_PHYS, kw_only=True)
     """Highest RAM byte address where unconstrained system pages may land (a SoC with
     4 GiB of RAM: ``(1 << 32) - 1``)."""
 
@@ -449,13 +449,15 @@ class DmaBuf:
         place, or a pin at a place (``pin_on_map``).  Raises what the map would."""
         b = self.backing
         res = b.resource
+        if res is not None and not self._mappable(res):
+            res = None  # treated like no backing: the map places it
         pin = self._pin_on_map(view)
         if pin:
             if res is not None and all(self.reaches(v, res) for v in views):
                 where: tuple[Place, ...] = (Place(res.domain),)
             else:
                 why = self._immovable()
-                if why is not None and res is not None:
+                if why is not None and b.resource is not None:
                     raise BackingConflict(f"{self!r} {why}: out of reach of {view.caps.name}")
                 where = (self._solve(views, self._pref()),)
             self._mem.plan_pin(self.priv, where)
@@ -463,11 +465,17 @@ class DmaBuf:
         if res is not None and self.reaches(view, res):
             return ("none", ())
         why = self._immovable()
-        if why is not None and res is not None:
+        if why is not None and b.resource is not None:
             raise BackingConflict(f"{self!r} {why}: out of reach of {view.caps.name}")
         where = (self._solve(views, self._pref()),)
         self._mem.plan_validate(self.priv, where)
         return ("validate", where)
+
+    def _mappable(self, res: Resource) -> bool:
+        """Whether the exporter hands out DMA addresses for ``res`` as it is: SYSTEM pages
+        only for exporters that map from SYSTEM (i915, GEM helpers); TTM drivers bind them
+        into TT first (amdgpu's map validates to GTT)."""
+        return res.domain != Domain.SYSTEM or self._rules.map_non_p2p == Domain.SYSTEM
 
     def _pin_place(self, views: Sequence[AttachView]) -> tuple[Place, ...]:
         rules = self._rules
@@ -833,6 +841,8 @@ class DmaBuf:
                 )
             if a.usable and not a.peer2peer and res is not None and res.domain == Domain.VRAM:
                 raise AssertionError(f"{a!r}: non-p2p attachment mapped VRAM")
+            if a.usable and res is not None and not self._mappable(res):
+                raise AssertionError(f"{a!r}: mapped {res} that {self._rules.flavour} never maps")
 
 
 # --- importer side: a GPU VM over imported buffers ----------------------------------------
