@@ -10,7 +10,7 @@ Offsets are u64 and wrap like the kernel's arithmetic.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from gpuvm.ops import MapOp, MapRequest, Op, Piece, PrefetchOp, RemapOp, UnmapOp
@@ -35,13 +35,25 @@ def _walk_safe(index: VaIndex[Va], start: int, end: int) -> Iterator[Va]:
 def sm_map_steps(index: VaIndex[Va], req: MapRequest) -> Iterator[Op]:
     """The ops for mapping ``req`` over the current layout, in the kernel's order: UNMAPs and
     at most two REMAPs in ascending address order, then exactly one MAP (always emitted,
-    even for an identical re-map, which yields ``UNMAP(keep=True)`` first)."""
+    even for an identical re-map, which yields ``UNMAP(keep=True)`` first).  The walk is
+    the safe one: the tree may change between steps."""
+    return _sm_map(_walk_safe(index, req.addr, req.addr + req.range), req)
+
+
+def sm_map_list(index: VaIndex[Va], req: MapRequest) -> tuple[Op, ...]:
+    """:func:`sm_map_steps` collected at once (``drm_gpuvm_sm_map_ops_create``): the tree
+    cannot change during the walk, so the overlapping run is taken in one slice."""
+    return tuple(_sm_map(index.range_walk(req.addr, req.addr + req.range), req))
+
+
+def _sm_map(vas: Iterable[Va], req: MapRequest) -> Iterator[Op]:
+    """The body of ``__drm_gpuvm_sm_map`` over the VAs of the range walk, ascending."""
     req_obj = req.obj
     req_addr = req.addr
     req_range = req.range
     req_off = req.offset
     req_end = req_addr + req_range
-    for va in _walk_safe(index, req_addr, req_end):
+    for va in vas:
         obj = va.obj
         off = va.offset
         addr = va.addr
@@ -90,9 +102,20 @@ def sm_map_steps(index: VaIndex[Va], req: MapRequest) -> Iterator[Op]:
 
 def sm_unmap_steps(index: VaIndex[Va], addr: int, range_: int) -> Iterator[Op]:
     """The ops for unmapping ``[addr, addr+range)``: per overlapping VA, a REMAP keeping the
-    parts outside the range, or a plain UNMAP; ``keep`` is always False; no MAP."""
+    parts outside the range, or a plain UNMAP; ``keep`` is always False; no MAP.  The walk
+    is the safe one: the tree may change between steps."""
+    return _sm_unmap(_walk_safe(index, addr, addr + range_), addr, range_)
+
+
+def sm_unmap_list(index: VaIndex[Va], addr: int, range_: int) -> tuple[Op, ...]:
+    """:func:`sm_unmap_steps` collected at once (``drm_gpuvm_sm_unmap_ops_create``)."""
+    return tuple(_sm_unmap(index.range_walk(addr, addr + range_), addr, range_))
+
+
+def _sm_unmap(vas: Iterable[Va], addr: int, range_: int) -> Iterator[Op]:
+    """The body of ``__drm_gpuvm_sm_unmap`` over the VAs of the range walk, ascending."""
     req_end = addr + range_
-    for va in _walk_safe(index, addr, req_end):
+    for va in vas:
         obj = va.obj
         va_end = va.addr + va.range
         prev = Piece(va.addr, addr - va.addr, obj, va.offset) if va.addr < addr else None

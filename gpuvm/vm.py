@@ -47,7 +47,13 @@ from gpuvm.events import (
 from gpuvm.gem import GemObject, Resv
 from gpuvm.ops import MapOp, MapRequest, Op, OpList, PrefetchOp, RemapOp, UnmapOp, UnmapRequest
 from gpuvm.refs import CALLER, OWNER, Holder, RefCount
-from gpuvm.splitmerge import prefetch_steps, sm_map_steps, sm_unmap_steps
+from gpuvm.splitmerge import (
+    prefetch_steps,
+    sm_map_list,
+    sm_map_steps,
+    sm_unmap_list,
+    sm_unmap_steps,
+)
 from gpuvm.u64 import U64_MAX, add_overflows, check_u64
 from gpuvm.va import Va
 from gpuvm.vatree import RefDirection, VaIndex
@@ -56,6 +62,8 @@ from gpuvm.vmbo import VmBo
 __all__ = ["GpuVm", "GpuVmFlags", "Va", "VmBo"]
 
 _APPLY = Holder("apply")
+_ISSUED_MAX = 64
+"""Op lists remembered per generation as built by this VM (see ``GpuVm._issue``)."""
 _BIND = Holder("bind")
 _WALK = Holder("list walk")
 
@@ -84,6 +92,8 @@ class GpuVm:
 
     __slots__ = (
         "__weakref__",
+        "_issued",
+        "_issued_gen",
         "bus",
         "check_bounds",
         "evict",
@@ -145,6 +155,8 @@ class GpuVm:
         self.evict: dict[VmBo, None] = {}
         self.vm_bos: dict[VmBo, None] = {}
         self.generation = 0
+        self._issued: dict[int, OpList] = {}
+        self._issued_gen = -1
         self.freed = False
         self.warnings: list[str] = []
         self.refs = RefCount(self, on_zero=self._fini)
@@ -238,8 +250,9 @@ class GpuVm:
 
     def find_first(self, addr: int, range: int) -> Va | None:
         """``drm_gpuva_find_first``: the lowest VA meeting ``[addr, addr+range-1]``."""
-        check_u64("addr", addr)
-        check_u64("range", range)
+        if not (type(addr) is int and type(range) is int and 0 <= addr <= U64_MAX >= range >= 0):
+            check_u64("addr", addr)  # raises, or accepts an int subclass
+            check_u64("range", range)
         return self.index.first_overlap(addr, (addr + range - 1) & U64_MAX)
 
     def find(self, addr: int, range: int) -> Va | None:
@@ -467,18 +480,31 @@ class GpuVm:
             req.obj.check_alive("map")
             self._check_bounds(req.addr, req.range, req.obj, req.offset)
 
+    def _issue(self, ops: tuple[Op, ...]) -> OpList:
+        """Stamp ``ops`` with the current generation and remember the list as built here,
+        so :meth:`apply` can skip re-deriving what the generator guarantees (every named
+        VA inserted here, pieces inside their VA, new ranges free) while the VA space is
+        unchanged."""
+        gen = self.generation
+        if self._issued_gen != gen or len(self._issued) >= _ISSUED_MAX:
+            self._issued.clear()
+            self._issued_gen = gen
+        out = OpList(self, gen, ops)
+        self._issued[id(out)] = out
+        return out
+
     def sm_map_ops(self, req: MapRequest) -> OpList:
         """``drm_gpuvm_sm_map_ops_create``: the ops that map ``req`` over the current
         layout (the tree is untouched)."""
         self.check_alive("sm_map")
         self._check_map_request(req)
-        return OpList(self, self.generation, tuple(sm_map_steps(self.index, req)))
+        return self._issue(sm_map_list(self.index, req))
 
     def sm_unmap_ops(self, addr: int, range: int) -> OpList:
         """``drm_gpuvm_sm_unmap_ops_create``: the ops that empty ``[addr, addr+range)``."""
         self.check_alive("sm_unmap")
         self._check_range("sm_unmap", addr, range)
-        return OpList(self, self.generation, tuple(sm_unmap_steps(self.index, addr, range)))
+        return self._issue(sm_unmap_list(self.index, addr, range))
 
     def prefetch_ops(self, addr: int, range: int) -> OpList:
         """``drm_gpuvm_prefetch_ops_create``: one PREFETCH per VA in the range walk (no range
@@ -530,6 +556,14 @@ class GpuVm:
                     f"ops built at generation {ops.generation}, {self.name} is at "
                     f"{self.generation}: recompute them"
                 )
+            if self._issued_gen == ops.generation and self._issued.get(id(ops)) is ops:
+                # Built here at this generation: consistent with the tree by construction.
+                # Only what can change without a tree change is re-checked: the objects.
+                for op in ops.ops:
+                    if isinstance(op, MapOp) and op.obj is not None:
+                        op.obj.check_alive("map")
+                        self._check_bounds(op.addr, op.range, op.obj, op.offset)
+                return
         removed: set[int] = set()
         new: list[tuple[int, int]] = []
 

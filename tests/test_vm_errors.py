@@ -35,6 +35,7 @@ from gpuvm import (
     NoObject,
     NotInserted,
     NotSupported,
+    OpList,
     OutOfBounds,
     Piece,
     PrefetchOp,
@@ -505,3 +506,40 @@ def test_snapshot_sees_events_alone() -> None:
     s = scene()
     with pytest.raises(AssertionError, match="events emitted"), unchanged(*s.roots()):
         s.vm.bus.emit(Freed(s.other))
+
+
+# --- op lists built by the VM vs by hand -------------------------------------------------
+
+
+def test_hand_built_oplist_at_current_generation_is_still_validated() -> None:
+    """Only lists the VM built itself skip the structural checks; an OpList a caller
+    stamps with the current generation is checked in full."""
+    s = scene()
+    forged = OpList(s.vm, s.vm.generation, (RemapOp(None, None, UnmapOp(s.va_ext)),))
+    with unchanged(*s.roots()), pytest.raises(InvalidRange):
+        s.vm.apply(forged)
+    forged = OpList(s.vm, s.vm.generation, (MapOp(0x2000, 0x10, s.other, 0),))
+    with unchanged(*s.roots()), pytest.raises(VaExists):
+        s.vm.apply(forged)
+
+
+def test_object_freed_after_ops_were_built() -> None:
+    """Freeing a request's object does not change the VA space (no new generation), so
+    the list is fresh; apply must still refuse to map a freed object, changing nothing."""
+    s = scene()
+    ops = s.vm.sm_map_ops(MapRequest(0x2000, 0x200, s.other, 0))
+    s.other.put()
+    assert s.other.freed
+    with unchanged(*s.roots()), pytest.raises(UseAfterFree):
+        s.vm.apply(ops)
+    with unchanged(*s.roots()), pytest.raises(StaleOps):
+        s.vm2.apply(ops)
+
+
+def test_bounds_checked_at_apply_for_fresh_lists() -> None:
+    vm = GpuVm(0, 0x1000)
+    bo = GemObject(0x100)
+    ops = vm.sm_map_ops(MapRequest(0, 0x80, bo, 0x90))  # bounds not checked yet
+    vm.check_bounds = True
+    with unchanged(vm, bo), pytest.raises(OutOfBounds):
+        vm.apply(ops)
