@@ -16,7 +16,7 @@ import attrs
 from gpuvm.errors import RefcountUnderflow
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, cache_hash=True)
 class Holder:
     """A named holder of references that is not itself a model entity, e.g. the driver's
     owner reference on a VM (``Holder("owner")``) or a caller's ``bo_obtain`` reference.
@@ -77,12 +77,14 @@ class RefCount:
     def put(self, holder: object) -> bool:
         """Drop one reference of ``holder`` (``kref_put``); True if the count reached zero,
         in which case ``on_zero`` has run."""
-        self.check_put(holder)
-        n = self.holders[holder] - 1
+        holders = self.holders
+        n = holders.get(holder, 0) - 1
+        if n < 0:
+            self.check_put(holder)  # raises RefcountUnderflow naming the holders
         if n:
-            self.holders[holder] = n
+            holders[holder] = n
         else:
-            del self.holders[holder]
+            del holders[holder]
         self.total -= 1
         if self.total == 0:
             self.released = True

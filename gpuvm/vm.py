@@ -820,8 +820,10 @@ class GpuVm:
 
     def put(self, holder: object = OWNER) -> None:
         """``drm_gpuvm_put``; at zero the VM is torn down and ``vm_free`` called."""
-        self.check_alive("put")
-        self.refs.check_put(holder)
+        if self.freed:
+            self.check_alive("put")
+        if self.refs.holders.get(holder, 0) <= 0:
+            self.refs.check_put(holder)
         if self.bus.route[RefPut]:
             self.bus.emit(RefPut(self, holder))
         self.refs.put(holder)

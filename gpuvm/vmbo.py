@@ -56,7 +56,8 @@ class VmBo:
 
     def get(self, holder: object = CALLER) -> VmBo:
         """``drm_gpuvm_bo_get``."""
-        self.check_alive("get")
+        if self.freed:
+            self.check_alive("get")
         self.refs.get(holder)
         bus = self.vm.bus
         if bus.route[RefGot]:
@@ -65,8 +66,10 @@ class VmBo:
 
     def put(self, holder: object = CALLER) -> bool:
         """``drm_gpuvm_bo_put``; destroys the VmBo at zero.  True if it was destroyed."""
-        self.check_alive("put")
-        self.refs.check_put(holder)
+        if self.freed:
+            self.check_alive("put")
+        if self.refs.holders.get(holder, 0) <= 0:
+            self.refs.check_put(holder)
         bus = self.vm.bus
         if bus.route[RefPut]:
             bus.emit(RefPut(self, holder))
