@@ -49,8 +49,8 @@ OPS: dict[str, dict[str, str]] = {
     "open": {"id": "+file", "device": "@dev", "fds": "@table"},
     "create_bo": {"file": "@file", "size": "int"},
     "gem_close": {"file": "@file", "handle": "int"},
-    "prime_handle_to_fd": {"file": "@file", "handle": "int"},
-    "prime_fd_to_handle": {"file": "@file", "fd": "int"},
+    "prime_handle_to_fd": {"file": "@file", "handle": "int", "flags": "int"},
+    "prime_fd_to_handle": {"file": "@file", "fd": "int", "flags": "int"},
     "fd_send": {"table": "@table", "fd": "int", "to": "@table"},
     "fd_dup": {"table": "@table", "fd": "int"},
     "fd_close": {"table": "@table", "fd": "int"},
@@ -70,6 +70,7 @@ OPS: dict[str, dict[str, str]] = {
     "vm_bind": {"file": "@file", "ops": "bindops"},
     "evict": {"file": "@file", "handle": "int"},
     "purge": {"file": "@file", "handle": "int"},
+    "wait_idle": {"file": "@file", "handle": "int"},
     "close": {"file": "@file"},
     "device_close": {"device": "@dev"},
     # core VM_BIND path
@@ -89,7 +90,15 @@ OPS: dict[str, dict[str, str]] = {
 }
 """Every recordable operation and its fields."""
 
-OPTIONAL = {"planes", "display", "reserve_start", "reserve_range", "private_to", "offset"}
+OPTIONAL = {
+    "planes",
+    "display",
+    "reserve_start",
+    "reserve_range",
+    "private_to",
+    "offset",
+    "flags",
+}
 _META = {"op", "result", "error"}
 _PREFIX = {"dev": "d", "table": "p", "file": "f", "fb": "fb", "job": "j", "vm": "v", "gem": "g"}
 
@@ -399,10 +408,10 @@ class Session:
         self._f(r).gem_close(r["handle"])
 
     def _op_prime_handle_to_fd(self, r: dict[str, Any]) -> int:
-        return int(self._f(r).prime_handle_to_fd(r["handle"]))
+        return int(self._f(r).prime_handle_to_fd(r["handle"], r.get("flags", 0)))
 
     def _op_prime_fd_to_handle(self, r: dict[str, Any]) -> int:
-        return int(self._f(r).prime_fd_to_handle(r["fd"]))
+        return int(self._f(r).prime_fd_to_handle(r["fd"], r.get("flags", 0)))
 
     def _op_fd_send(self, r: dict[str, Any]) -> int:
         return int(self.obj(r["table"]).send(r["fd"], self.obj(r["to"])))
@@ -485,6 +494,9 @@ class Session:
 
     def _op_purge(self, r: dict[str, Any]) -> None:
         self._f(r).device.purge(self._bo_of(r))
+
+    def _op_wait_idle(self, r: dict[str, Any]) -> None:
+        self._f(r).device.wait_idle(self._bo_of(r))
 
     def _op_close(self, r: dict[str, Any]) -> None:
         self._f(r).close()
