@@ -61,7 +61,8 @@ class RefCount:
             from gpuvm.errors import UseAfterFree
 
             raise UseAfterFree(f"get on released {self.target!r} by {holder!r}")
-        self.holders[holder] = self.holders.get(holder, 0) + 1
+        holders = self.holders
+        holders[holder] = holders.get(holder, 0) + 1
         self.total += 1
 
     def check_put(self, holder: object) -> None:

@@ -237,6 +237,19 @@ class GpuVm:
         return not (kr and addr < self.reserve_start + kr and self.reserve_start < end)
 
     def _check_range(self, what: str, addr: int, range: int) -> None:
+        if (
+            type(addr) is int
+            and type(range) is int
+            and range > 0
+            and self.start <= addr
+            and addr + range <= self.start + self.range
+            and not (
+                self.reserve_range
+                and addr < self.reserve_start + self.reserve_range
+                and self.reserve_start < addr + range
+            )
+        ):
+            return  # the common case, decided without building any message
         check_u64("addr", addr)
         check_u64("range", range)
         if range == 0:
@@ -394,7 +407,8 @@ class GpuVm:
 
     def bo_find(self, obj: GemObject, holder: object = CALLER) -> VmBo | None:
         """``drm_gpuvm_bo_find``: the listed VmBo of ``obj`` in this VM, +1 for ``holder``."""
-        obj.check_alive("bo_find")
+        if obj.freed:
+            obj.check_alive("bo_find")
         vm_bo = obj.vm_bo_for(self)
         if vm_bo is not None:
             vm_bo.get(holder)
@@ -475,10 +489,15 @@ class GpuVm:
 
     def _check_map_request(self, req: MapRequest) -> None:
         self._check_range("sm_map", req.addr, req.range)
-        check_u64("offset", req.offset)
-        if req.obj is not None:
-            req.obj.check_alive("map")
-            self._check_bounds(req.addr, req.range, req.obj, req.offset)
+        offset = req.offset
+        if not (type(offset) is int and 0 <= offset <= U64_MAX):
+            check_u64("offset", offset)
+        obj = req.obj
+        if obj is not None:
+            if obj.freed:
+                obj.check_alive("map")
+            if self.check_bounds:
+                self._check_bounds(req.addr, req.range, obj, offset)
 
     def _issue(self, ops: tuple[Op, ...]) -> OpList:
         """Stamp ``ops`` with the current generation and remember the list as built here,
@@ -496,13 +515,15 @@ class GpuVm:
     def sm_map_ops(self, req: MapRequest) -> OpList:
         """``drm_gpuvm_sm_map_ops_create``: the ops that map ``req`` over the current
         layout (the tree is untouched)."""
-        self.check_alive("sm_map")
+        if self.freed:
+            self.check_alive("sm_map")
         self._check_map_request(req)
         return self._issue(sm_map_list(self.index, req))
 
     def sm_unmap_ops(self, addr: int, range: int) -> OpList:
         """``drm_gpuvm_sm_unmap_ops_create``: the ops that empty ``[addr, addr+range)``."""
-        self.check_alive("sm_unmap")
+        if self.freed:
+            self.check_alive("sm_unmap")
         self._check_range("sm_unmap", addr, range)
         return self._issue(sm_unmap_list(self.index, addr, range))
 
@@ -560,9 +581,11 @@ class GpuVm:
                 # Built here at this generation: consistent with the tree by construction.
                 # Only what can change without a tree change is re-checked: the objects.
                 for op in ops.ops:
-                    if isinstance(op, MapOp) and op.obj is not None:
-                        op.obj.check_alive("map")
-                        self._check_bounds(op.addr, op.range, op.obj, op.offset)
+                    if type(op) is MapOp and op.obj is not None:
+                        if op.obj.freed:
+                            op.obj.check_alive("map")
+                        if self.check_bounds:
+                            self._check_bounds(op.addr, op.range, op.obj, op.offset)
                 return
         removed: set[int] = set()
         new: list[tuple[int, int]] = []
@@ -620,7 +643,8 @@ class GpuVm:
         unlinked; UNMAP: unlink and remove.  Page-table events skip every part a ``keep``
         op preserves.  The whole list is validated before anything changes.
         """
-        self.check_alive("apply")
+        if self.freed:
+            self.check_alive("apply")
         self._validate_ops(ops)
         route = self.bus.route
         emit = self.bus.emit if route[Mapped] or route[Unmapped] or route[TlbInvalidated] else None

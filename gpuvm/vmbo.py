@@ -114,9 +114,11 @@ class VmBo:
     def extobj_add(self) -> None:
         """``drm_gpuvm_bo_extobj_add``: put an external object on the VM's extobj list
         (idempotent; a no-op for VM-private objects)."""
-        self.check_alive("extobj_add")
-        if self.is_extobj:
-            self.vm.extobj.setdefault(self, None)
+        if self.freed:
+            self.check_alive("extobj_add")
+        vm = self.vm
+        if self.obj.resv is not vm.r_obj.resv:  # drm_gpuvm_is_extobj
+            vm.extobj.setdefault(self, None)
 
     def evict(self, evict: bool = True) -> None:
         """``drm_gpuvm_bo_evict``: mark (un)evicted and keep the evict list in step; with
