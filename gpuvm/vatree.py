@@ -127,14 +127,16 @@ class VaIndex(Generic[N]):
 
     def discard(self, node: N) -> None:
         """Remove ``node`` if it is the node at its address."""
-        pos = self._find(node.addr)
-        if pos is None:
-            return
-        b, i = pos
-        nodes = self._nodes[b]
-        if nodes[i] is not node:
+        addr = node.addr
+        maxes = self._maxes
+        b = bisect_left(maxes, addr)
+        if b == len(maxes):
             return
         block = self._addrs[b]
+        i = bisect_left(block, addr)
+        nodes = self._nodes[b]
+        if block[i] != addr or nodes[i] is not node:
+            return
         del block[i]
         del self._ends[b][i]
         del nodes[i]

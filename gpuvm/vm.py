@@ -478,7 +478,8 @@ class GpuVm:
         vm_bo = va.vm_bo
         if vm_bo is None:
             raise LinkError(f"unlink of {va!r}, which is not linked")
-        vm_bo.refs.check_put(va)
+        if vm_bo.refs.holders.get(va, 0) <= 0:
+            vm_bo.refs.check_put(va)  # raises
         del vm_bo.vas[va]
         va.vm_bo = None
         if vm_bo.vm.bus.route[VaUnlinked]:
