@@ -16,6 +16,7 @@ from gpuvm.errors import (
     AlreadyInserted,
     InitOverflow,
     InvalidRange,
+    InvalidValue,
     LeakError,
     LinkError,
     NoObject,
@@ -334,6 +335,8 @@ class GpuVm:
         self._check_range("insert", va.addr, va.range)
         check_u64("offset", va.offset)
         if va.obj is not None:
+            if not isinstance(va.obj, GemObject):
+                raise InvalidValue(f"insert of a VA whose object is not a GEM: {va.obj!r}")
             va.obj.check_alive("insert of a VA mapping")
             self._check_bounds(va.addr, va.range, va.obj, va.offset)
         hit = self.index.first_overlap(va.addr, va.addr + va.range - 1)
@@ -489,12 +492,16 @@ class GpuVm:
     # --- split / merge ------------------------------------------------------------------
 
     def _check_map_request(self, req: MapRequest) -> None:
+        if not isinstance(req, MapRequest):
+            raise InvalidValue(f"not a map request: {req!r}")
         self._check_range("sm_map", req.addr, req.range)
         offset = req.offset
         if not (type(offset) is int and 0 <= offset <= U64_MAX):
             check_u64("offset", offset)
         obj = req.obj
         if obj is not None:
+            if not isinstance(obj, GemObject):
+                raise InvalidValue(f"map of something that is not a GEM: {obj!r}")
             if obj.freed:
                 obj.check_alive("map")
             if self.check_bounds:
@@ -588,6 +595,8 @@ class GpuVm:
                         if self.check_bounds:
                             self._check_bounds(op.addr, op.range, op.obj, op.offset)
                 return
+        elif not isinstance(ops, Sequence):
+            raise InvalidValue(f"not an op list: {ops!r}")
         removed: set[int] = set()
         new: list[tuple[int, int]] = []
 
@@ -631,7 +640,7 @@ class GpuVm:
             elif isinstance(op, PrefetchOp):
                 raise StaleOps("PREFETCH ops are not applied; hand them to the driver")
             else:
-                raise TypeError(f"not an op: {op!r}")
+                raise InvalidValue(f"not an op: {op!r}")
 
     def apply(self, ops: Sequence[Op]) -> list[Va]:
         """Apply an op list the canonical way and return the VAs it created.
@@ -731,7 +740,7 @@ class GpuVm:
             elif isinstance(req, UnmapRequest):
                 self._check_range("sm_unmap", req.addr, req.range)
             else:
-                raise TypeError(f"not a bind request: {req!r}")
+                raise InvalidValue(f"not a bind request: {req!r}")
         # Like the ioctl's handle lookups and its VM reference, hold every request's object
         # and the VM until the bind is done: an earlier request may drop the last mapping
         # of an object (or VM) a later request still needs.

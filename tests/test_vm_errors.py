@@ -543,3 +543,24 @@ def test_bounds_checked_at_apply_for_fresh_lists() -> None:
     vm.check_bounds = True
     with unchanged(vm, bo), pytest.raises(OutOfBounds):
         vm.apply(ops)
+
+
+# --- wrong types are GpuvmErrors too -------------------------------------------------------
+
+WRONG_TYPES: list[tuple[str, Callable[[Scene], Any]]] = [
+    ("map a non-GEM", lambda s: s.vm.map(0x8000, 0x10, "not a gem", 0)),  # type: ignore[arg-type]
+    ("sm_map_ops(None)", lambda s: s.vm.sm_map_ops(None)),  # type: ignore[arg-type]
+    ("insert a non-GEM", lambda s: s.vm.insert(0x8000, 0x10, 42, 0)),  # type: ignore[arg-type]
+    ("bind a non-request", lambda s: s.vm.bind([UnmapRequest(0x2000, 0x100), "x"])),  # type: ignore[list-item]
+    ("apply a non-op", lambda s: s.vm.apply([UnmapOp(s.va_priv), "x"])),  # type: ignore[list-item]
+    ("apply a non-list", lambda s: s.vm.apply(42)),  # type: ignore[arg-type]
+    ("MapOp of a non-GEM", lambda s: s.vm.apply([MapOp(0x8000, 0x10, 3.5, 0)])),  # type: ignore[arg-type]
+]
+
+
+@pytest.mark.parametrize(("name", "call"), WRONG_TYPES, ids=[c[0] for c in WRONG_TYPES])
+def test_wrong_types_raise_invalid_value(name: str, call: Callable[[Scene], Any]) -> None:
+    s = scene()
+    with unchanged(*s.roots()), pytest.raises(InvalidValue) as ei:
+        call(s)
+    assert ei.value.errno == EINVAL
