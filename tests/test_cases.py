@@ -203,11 +203,6 @@ def test_cli_cases_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert rows[15]["result"] == ["A[0,1)@0", "X[1,5)@0", "C[5,6)@1"]
 
 
-def test_cli_default_command_is_cases(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([]) == 0
-    assert capsys.readouterr().out.count("[ok]") == 16
-
-
 def test_cli_bad_argument_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as ei:
         main(["cases", "--bogus"])
