@@ -74,7 +74,6 @@ _SlotKey = tuple[str, object]
 _Record = tuple[int, ...]
 
 
-
 COUNTED_EVENTS: tuple[type[Event], ...] = (
     Mapped,
     Unmapped,
@@ -87,6 +86,7 @@ COUNTED_EVENTS: tuple[type[Event], ...] = (
 )
 """The event types the counters read; they subscribe to these only, so the model does not
 build reference and tree events for them."""
+
 
 class _VmState:
     """What the counters know about one VM: its page size, TLB kind, its tally (a flat
