@@ -64,8 +64,6 @@ from gpuvm.events import (
     EventBus,
     Freed,
     Mapped,
-    RefGot,
-    RefPut,
     TlbInvalidated,
     Unmapped,
 )
@@ -348,18 +346,13 @@ class DmaBuf:
     def get(self, holder: object) -> DmaBuf:
         """``get_dma_buf`` on behalf of ``holder``."""
         self.check_alive("get")
-        self.refs.get(holder)
-        if self.bus.route[RefGot]:
-            self.bus.emit(RefGot(self, holder))
+        self.refs.acquire(holder, self.bus)
         return self
 
     def put(self, holder: object) -> None:
         """``dma_buf_put``; releases the dma-buf at zero."""
         self.check_alive("put")
-        self.refs.check_put(holder)
-        if self.bus.route[RefPut]:
-            self.bus.emit(RefPut(self, holder))
-        self.refs.put(holder)
+        self.refs.release(holder, self.bus)
 
     def _release(self) -> None:
         if self.attachments:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from gpuvm.errors import UseAfterFree
-from gpuvm.events import EventBus, Freed, RefGot, RefPut
+from gpuvm.events import EventBus, Freed
 from gpuvm.refs import OWNER, RefCount
 from gpuvm.u64 import check_u64
 
@@ -76,18 +76,13 @@ class GemObject:
     def get(self, holder: object = OWNER) -> GemObject:
         """``drm_gem_object_get`` on behalf of ``holder``."""
         self.check_alive("get")
-        self.refs.get(holder)
-        if self.bus.route[RefGot]:
-            self.bus.emit(RefGot(self, holder))
+        self.refs.acquire(holder, self.bus)
         return self
 
     def put(self, holder: object = OWNER) -> None:
         """``drm_gem_object_put`` on behalf of ``holder``; frees the object at zero."""
         self.check_alive("put")
-        self.refs.check_put(holder)
-        if self.bus.route[RefPut]:
-            self.bus.emit(RefPut(self, holder))
-        self.refs.put(holder)
+        self.refs.release(holder, self.bus)
 
     def _release(self) -> None:
         self.freed = True

@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from gpuvm.errors import RefcountUnderflow
+from gpuvm.events import EventBus, RefGot, RefPut
 
 
 @attrs.frozen(slots=True, cache_hash=True)
@@ -93,6 +94,23 @@ class RefCount:
                 self.on_zero()
             return True
         return False
+
+    def acquire(self, holder: object, bus: EventBus) -> None:
+        """:meth:`get`, then tell ``bus`` (``RefGot``) if anyone listens: the shared body
+        of every counted object's ``get``."""
+        self.get(holder)
+        if bus.route[RefGot]:
+            bus.emit(RefGot(self.target, holder))
+
+    def release(self, holder: object, bus: EventBus) -> bool:
+        """Check ``holder`` holds a reference, tell ``bus`` (``RefPut``), then :meth:`put`:
+        the shared body of every counted object's ``put``.  An underflow raises before the
+        event, so nothing changes."""
+        if self.holders.get(holder, 0) <= 0:
+            self.check_put(holder)
+        if bus.route[RefPut]:
+            bus.emit(RefPut(self.target, holder))
+        return self.put(holder)
 
     def count(self, holder: object) -> int:
         return self.holders.get(holder, 0)

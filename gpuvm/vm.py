@@ -34,7 +34,6 @@ from gpuvm.events import (
     Freed,
     Mapped,
     RefGot,
-    RefPut,
     TlbInvalidated,
     Unmapped,
     VaInserted,
@@ -847,20 +846,14 @@ class GpuVm:
     def get(self, holder: object = OWNER) -> GpuVm:
         """``drm_gpuvm_get``."""
         self.check_alive("get")
-        self.refs.get(holder)
-        if self.bus.route[RefGot]:
-            self.bus.emit(RefGot(self, holder))
+        self.refs.acquire(holder, self.bus)
         return self
 
     def put(self, holder: object = OWNER) -> None:
         """``drm_gpuvm_put``; at zero the VM is torn down and ``vm_free`` called."""
         if self.freed:
             self.check_alive("put")
-        if self.refs.holders.get(holder, 0) <= 0:
-            self.refs.check_put(holder)
-        if self.bus.route[RefPut]:
-            self.bus.emit(RefPut(self, holder))
-        self.refs.put(holder)
+        self.refs.release(holder, self.bus)
 
     def _fini(self) -> None:
         if self.kernel_node is not None:

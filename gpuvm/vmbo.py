@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from gpuvm.errors import LinkError, UseAfterFree
-from gpuvm.events import Evicted, RefGot, RefPut, VmBoDestroyed
+from gpuvm.events import Evicted, VmBoDestroyed
 from gpuvm.refs import CALLER, RefCount
 
 if TYPE_CHECKING:
@@ -58,22 +58,14 @@ class VmBo:
         """``drm_gpuvm_bo_get``."""
         if self.freed:
             self.check_alive("get")
-        self.refs.get(holder)
-        bus = self.vm.bus
-        if bus.route[RefGot]:
-            bus.emit(RefGot(self, holder))
+        self.refs.acquire(holder, self.vm.bus)
         return self
 
     def put(self, holder: object = CALLER) -> bool:
         """``drm_gpuvm_bo_put``; destroys the VmBo at zero.  True if it was destroyed."""
         if self.freed:
             self.check_alive("put")
-        if self.refs.holders.get(holder, 0) <= 0:
-            self.refs.check_put(holder)
-        bus = self.vm.bus
-        if bus.route[RefPut]:
-            bus.emit(RefPut(self, holder))
-        return self.refs.put(holder)
+        return self.refs.release(holder, self.vm.bus)
 
     def _destroy(self) -> None:
         vm = self.vm

@@ -28,7 +28,6 @@ from gpuvm.events import (
     Freed,
     Mapped,
     RefGot,
-    RefPut,
     TlbInvalidated,
     Unmapped,
     VmaCreated,
@@ -314,18 +313,13 @@ class AddressSpace:
     def get(self, holder: object = OWNER) -> AddressSpace:
         """``msm_gem_address_space_get``."""
         self.check_alive("get")
-        self.refs.get(holder)
-        if self.bus.route[RefGot]:
-            self.bus.emit(RefGot(self, holder))
+        self.refs.acquire(holder, self.bus)
         return self
 
     def put(self, holder: object = OWNER) -> None:
         """``msm_gem_address_space_put``; freed at zero."""
         self.check_alive("put")
-        self.refs.check_put(holder)
-        if self.bus.route[RefPut]:
-            self.bus.emit(RefPut(self, holder))
-        self.refs.put(holder)
+        self.refs.release(holder, self.bus)
 
     def _release(self) -> None:
         if self.vmas:
