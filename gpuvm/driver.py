@@ -199,7 +199,7 @@ class ManagedVm(DriverVm):
 
     kernel_managed = True
 
-    __slots__ = ("align", "bo_owns_vmas", "vma_owner", "weak_refs")
+    __slots__ = ("_links", "align", "bo_owns_vmas", "vma_owner", "weak_refs")
 
     def __init__(
         self,
@@ -231,6 +231,7 @@ class ManagedVm(DriverVm):
             vm_free=vm_free,
         )
         self.align = page_size
+        self._links = 0
         self.bo_owns_vmas = bo_owns_vmas
         self.weak_refs = weak_refs
         if vma_owner is None:
@@ -238,6 +239,20 @@ class ManagedVm(DriverVm):
         self.vma_owner = vma_owner
 
     # --- legacy.vma.KernelVm ------------------------------------------------------------
+
+    @property
+    def layout_epoch(self) -> tuple[int, int]:
+        """Changes whenever a VA is inserted, removed, linked or unlinked: everything
+        :meth:`vma_of` and :meth:`alloc_iova` read (see :func:`legacy.path.plan_iovas`)."""
+        return (self.generation, self._links)
+
+    def link(self, va: Va, vm_bo: VmBo) -> None:
+        super().link(va, vm_bo)
+        self._links += 1
+
+    def unlink(self, va: Va) -> None:
+        super().unlink(va)
+        self._links += 1
 
     def vma_of(self, obj: GemObject) -> ManagedVa | None:
         """``lookup_vma``: the buffer's VMA here (one per buffer in a kernel-managed VM)."""

@@ -43,15 +43,15 @@ class Plane:
     device: Device
     index: int
     fb: Framebuffer | None = None
+    holder: Holder = attrs.field(init=False)
+    """The holder of the plane state's framebuffer reference."""
+
+    def __attrs_post_init__(self) -> None:
+        self.holder = Holder("plane state", who=self)
 
     def keepers(self) -> Iterable[object]:
         """A plane belongs to its device: a root."""
         return ()
-
-    @property
-    def holder(self) -> Holder:
-        """The holder of the plane state's framebuffer reference."""
-        return Holder("plane state", who=self)
 
     def __repr__(self) -> str:
         return f"plane{self.index}({self.device.name})"

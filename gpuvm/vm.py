@@ -466,7 +466,14 @@ class GpuVm:
             raise LinkError(f"link of {va!r} to {vm_bo!r}: object mismatch")
         if vm_bo.vm is not va.vm:
             raise LinkError(f"link of {va!r} (in {va.vm!r}) to {vm_bo!r}: VM mismatch")
-        vm_bo.get(va)
+        # vm_bo.get(va), inlined (hot path): the VmBo is alive, so its count is too.
+        refs = vm_bo.refs
+        holders = refs.holders
+        holders[va] = holders.get(va, 0) + 1
+        refs.total += 1
+        bus = vm_bo.vm.bus
+        if bus.route[RefGot]:
+            bus.emit(RefGot(vm_bo, va))
         va.vm_bo = vm_bo
         vm_bo.vas[va] = None
         if self.bus.route[VaLinked]:

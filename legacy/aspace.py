@@ -130,6 +130,7 @@ class AddressSpace:
         "bus",
         "freed",
         "index",
+        "layout_epoch",
         "name",
         "on_free",
         "page_size",
@@ -177,6 +178,7 @@ class AddressSpace:
         self.page_size = page_size
         self.on_free = on_free
         self.freed = False
+        self.layout_epoch = 0  # bumped when a VMA is created or closed (plan_iovas)
         self.index: VaIndex[LegacyVma | ReservedNode] = VaIndex(RefDirection.BO_HOLDS_VMA)
         self.reserved: ReservedNode | None = None
         if reserve_range:
@@ -267,6 +269,7 @@ class AddressSpace:
             raise AssertionError(f"{obj!r} already has a VMA in {self.name}")
         vma = LegacyVma(self, obj, addr, size)
         self.index.add(vma)
+        self.layout_epoch += 1
         self.refs.get(vma)
         bo_vmas(obj, create=True).vmas.append(vma)  # type: ignore[union-attr]
         if self.bus.route[RefGot] or self.bus.route[VmaCreated]:
@@ -299,6 +302,7 @@ class AddressSpace:
         if vma.mapped:
             raise AssertionError(f"close of mapped {vma!r}")
         self.index.discard(vma)
+        self.layout_epoch += 1
         lst = bo_vmas(vma.obj)
         if lst is not None and vma in lst.vmas:
             lst.vmas.remove(vma)
