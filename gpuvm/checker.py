@@ -615,6 +615,12 @@ class LifetimeChecker:
         parked on a deferred list that was never drained keeps it alive."""
         before = len(self.violations)
         if not vm.freed:
+            for vb in vm.bo_defer:
+                self.report(
+                    "leak",
+                    f"deferred VmBo list of {vm.name} never drained: {vb!r} parked on it "
+                    "(drm_gpuvm_bo_deferred_cleanup never ran)",
+                )
             for vb in vm.vm_bos:
                 for h in vb.refs.holders:
                     if isinstance(h, Holder) and h.kind == "deferred list":

@@ -254,6 +254,10 @@ class ManagedVm(DriverVm):
         super().unlink(va)
         self._links += 1
 
+    def unlink_defer(self, va: Va) -> None:
+        super().unlink_defer(va)
+        self._links += 1
+
     def vma_of(self, obj: GemObject) -> ManagedVa | None:
         """``lookup_vma``: the buffer's VMA here (one per buffer in a kernel-managed VM)."""
         vm_bo = obj.vm_bo_for(self)

@@ -127,6 +127,23 @@ class CallbackError(GpuvmError):
     """A driver callback returned a negative errno; the operation stopped there."""
 
 
+class NotImmediateMode(GpuvmError):
+    """A deferred put or unlink (``drm_gpuvm_bo_put_deferred``, ``drm_gpuva_unlink_defer``)
+    on a VM without ``DRM_GPUVM_IMMEDIATE_MODE``: the kernel WARNs and takes a GEM lock the
+    VM does not use; the model refuses."""
+
+    errno = _errno.EINVAL
+
+
+class FenceSignallingViolation(GpuvmError):
+    """Something that may sleep, allocate or take a reservation lock (a non-deferred VmBo
+    put, an op-list allocation, ``exec_lock``/``validate``) inside a fence-signalling
+    section.  The kernel only notices through lockdep (a splat, a deadlock in reclaim); the
+    model refuses.  No errno exists for it; ``EDEADLK`` names the hazard."""
+
+    errno = _errno.EDEADLK
+
+
 # --- reference counts and lifetimes ---------------------------------------------------------
 
 

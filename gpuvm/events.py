@@ -60,6 +60,15 @@ class VmBoDestroyed(Event):
     vm_bo: object
 
 
+@attrs.frozen(slots=True)
+class VmBoZombie(Event):
+    """A deferred put dropped a VmBo's last reference: it left its GEM's list (and, unless
+    the VM is RESV_PROTECTED, the extobj / evict lists) and waits on the VM's deferred list
+    for ``drm_gpuvm_bo_deferred_cleanup``, still holding its VM and buffer."""
+
+    vm_bo: object
+
+
 # --- page tables (what a driver does when it applies ops) -----------------------------------
 
 

@@ -76,9 +76,10 @@ class RefCount:
                 f"(held by: {held})"
             )
 
-    def put(self, holder: object) -> bool:
+    def put(self, holder: object, on_zero: Callable[[], None] | None = None) -> bool:
         """Drop one reference of ``holder`` (``kref_put``); True if the count reached zero,
-        in which case ``on_zero`` has run."""
+        in which case ``on_zero`` has run (the call's own release function if given, as
+        ``kref_put`` takes one per call, else the count's)."""
         holders = self.holders
         n = holders.get(holder, 0) - 1
         if n < 0:
@@ -90,8 +91,9 @@ class RefCount:
         self.total -= 1
         if self.total == 0:
             self.released = True
-            if self.on_zero is not None:
-                self.on_zero()
+            release = on_zero if on_zero is not None else self.on_zero
+            if release is not None:
+                release()
             return True
         return False
 
@@ -102,7 +104,9 @@ class RefCount:
         if bus.route[RefGot]:
             bus.emit(RefGot(self.target, holder))
 
-    def release(self, holder: object, bus: EventBus) -> bool:
+    def release(
+        self, holder: object, bus: EventBus, on_zero: Callable[[], None] | None = None
+    ) -> bool:
         """Check ``holder`` holds a reference, tell ``bus`` (``RefPut``), then :meth:`put`:
         the shared body of every counted object's ``put``.  An underflow raises before the
         event, so nothing changes."""
@@ -110,7 +114,7 @@ class RefCount:
             self.check_put(holder)
         if bus.route[RefPut]:
             bus.emit(RefPut(self.target, holder))
-        return self.put(holder)
+        return self.put(holder, on_zero)
 
     def count(self, holder: object) -> int:
         return self.holders.get(holder, 0)

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 from gpuvm.errors import (
     AlreadyInserted,
+    FenceSignallingViolation,
     InitOverflow,
     InvalidRange,
     InvalidValue,
     LeakError,
     LinkError,
     NoObject,
+    NotImmediateMode,
     NotInserted,
     NotSupported,
     OutOfBounds,
@@ -94,10 +97,12 @@ class GpuVm:
         "__weakref__",
         "_issued",
         "_issued_gen",
+        "bo_defer",
         "bus",
         "check_bounds",
         "evict",
         "extobj",
+        "fence_depth",
         "flags",
         "freed",
         "generation",
@@ -154,6 +159,8 @@ class GpuVm:
         self.extobj: dict[VmBo, None] = {}
         self.evict: dict[VmBo, None] = {}
         self.vm_bos: dict[VmBo, None] = {}
+        self.bo_defer: list[VmBo] = []
+        self.fence_depth = 0
         self.generation = 0
         self._issued: dict[int, OpList] = {}
         self._issued_gen = -1
@@ -198,6 +205,39 @@ class GpuVm:
     @property
     def resv_protected(self) -> bool:
         return bool(self.flags & GpuVmFlags.RESV_PROTECTED)
+
+    @property
+    def immediate_mode(self) -> bool:
+        """``drm_gpuvm_immediate_mode``: link / unlink may run in the fence-signalling path
+        (deferred puts, the GEM's own gpuva lock)."""
+        return bool(self.flags & GpuVmFlags.IMMEDIATE_MODE)
+
+    def check_immediate(self, what: str) -> None:
+        """Refuse a deferred operation on a VM without IMMEDIATE_MODE (kernel: WARN)."""
+        if not self.flags & GpuVmFlags.IMMEDIATE_MODE:
+            raise NotImmediateMode(f"{what} on {self.name}, which is not in IMMEDIATE_MODE")
+
+    def _no_fence(self, what: str) -> None:
+        if self.fence_depth:
+            raise FenceSignallingViolation(
+                f"{what} in a fence-signalling section of {self.name} (it may allocate, "
+                "sleep or take reservation locks)"
+            )
+
+    @contextmanager
+    def fence_signalling(self) -> Iterator[GpuVm]:
+        """A fence-signalling critical section (``dma_fence_begin_signalling`` /
+        ``_end_signalling``, e.g. a job's ``run_job``) for work on this VM: inside it,
+        anything that may allocate, sleep or take a reservation lock is refused with
+        :class:`FenceSignallingViolation` (op-list creation, ``bo_create`` / ``bo_obtain``,
+        non-deferred VmBo puts and unlinks, ``apply``/``bind``, locking, ``validate``,
+        deferred cleanup).  Insert, remove, link, the callback ``sm_map``/``sm_unmap`` and
+        the deferred ``put_deferred`` / ``unlink_defer`` are allowed."""
+        self.fence_depth += 1
+        try:
+            yield self
+        finally:
+            self.fence_depth -= 1
 
     @property
     def kref(self) -> int:
@@ -394,6 +434,8 @@ class GpuVm:
         and ``obj``), **not** on the GEM's list."""
         self.check_alive("bo_create")
         obj.check_alive("bo_create")
+        if self.fence_depth:
+            self._no_fence("drm_gpuvm_bo_create")
         vm_bo = VmBo(self, obj)
         vm_bo.refs.get(holder)
         self.refs.get(vm_bo)
@@ -418,6 +460,8 @@ class GpuVm:
 
     def bo_obtain(self, obj: GemObject, holder: object = CALLER) -> VmBo:
         """``drm_gpuvm_bo_obtain``: find, or create and append to the GEM's list."""
+        if self.fence_depth:
+            self._no_fence("drm_gpuvm_bo_obtain")
         vm_bo = self.bo_find(obj, holder)
         if vm_bo is not None:
             return vm_bo
@@ -487,6 +531,8 @@ class GpuVm:
         vm_bo = va.vm_bo
         if vm_bo is None:
             raise LinkError(f"unlink of {va!r}, which is not linked")
+        if vm_bo.vm.fence_depth:
+            vm_bo.vm._no_fence("drm_gpuva_unlink (its VmBo put may sleep; use unlink_defer)")
         if vm_bo.refs.holders.get(va, 0) <= 0:
             vm_bo.refs.check_put(va)  # raises
         del vm_bo.vas[va]
@@ -494,6 +540,42 @@ class GpuVm:
         if vm_bo.vm.bus.route[VaUnlinked]:
             vm_bo.vm.bus.emit(VaUnlinked(va, vm_bo))
         vm_bo.put(va)
+
+    def unlink_defer(self, va: Va) -> None:
+        """``drm_gpuva_unlink_defer`` (IMMEDIATE_MODE only): as :meth:`unlink`, but the VmBo
+        reference is dropped with :meth:`VmBo.put_deferred`, so a VmBo whose last reference
+        this was becomes a zombie on the VM's deferred list instead of being destroyed
+        here.  Allowed in a fence-signalling section.  An object-less VA is a no-op."""
+        if va.obj is None and va.vm_bo is None:
+            return
+        vm_bo = va.vm_bo
+        if vm_bo is None:
+            raise LinkError(f"unlink_defer of {va!r}, which is not linked")
+        vm_bo.vm.check_immediate("drm_gpuva_unlink_defer")
+        if vm_bo.refs.holders.get(va, 0) <= 0:
+            vm_bo.refs.check_put(va)  # raises
+        del vm_bo.vas[va]
+        va.vm_bo = None
+        if vm_bo.vm.bus.route[VaUnlinked]:
+            vm_bo.vm.bus.emit(VaUnlinked(va, vm_bo))
+        vm_bo.put_deferred(va)
+
+    def bo_deferred_cleanup(self) -> list[VmBo]:
+        """``drm_gpuvm_bo_deferred_cleanup``: take every zombie off the deferred list (an
+        llist: newest first), take them off the extobj / evict lists under RESV_PROTECTED,
+        then free each, dropping its VM and buffer references.  Returns the freed VmBos in
+        the order they were freed."""
+        self.check_alive("bo_deferred_cleanup")
+        self._no_fence("drm_gpuvm_bo_deferred_cleanup")
+        zombies = self.bo_defer[::-1]
+        self.bo_defer.clear()
+        if self.resv_protected:
+            for vm_bo in zombies:
+                self.extobj.pop(vm_bo, None)
+                self.evict.pop(vm_bo, None)
+        for vm_bo in zombies:
+            vm_bo._free_not_in_lists()
+        return zombies
 
     # --- split / merge ------------------------------------------------------------------
 
@@ -532,6 +614,8 @@ class GpuVm:
         if self.freed:
             self.check_alive("sm_map")
         self._check_map_request(req)
+        if self.fence_depth:
+            self._no_fence("drm_gpuvm_sm_map_ops_create")
         return self._issue(sm_map_list(self.index, req))
 
     def sm_unmap_ops(self, addr: int, range: int) -> OpList:
@@ -539,6 +623,8 @@ class GpuVm:
         if self.freed:
             self.check_alive("sm_unmap")
         self._check_range("sm_unmap", addr, range)
+        if self.fence_depth:
+            self._no_fence("drm_gpuvm_sm_unmap_ops_create")
         return self._issue(sm_unmap_list(self.index, addr, range))
 
     def prefetch_ops(self, addr: int, range: int) -> OpList:
@@ -546,6 +632,7 @@ class GpuVm:
         validation, kernel node included, as in the kernel)."""
         check_u64("addr", addr)
         check_u64("range", range)
+        self._no_fence("drm_gpuvm_prefetch_ops_create")
         return OpList(self, self.generation, tuple(prefetch_steps(self.index, addr, range)))
 
     def bo_unmap_ops(self, vm_bo: VmBo) -> OpList:
@@ -553,6 +640,7 @@ class GpuVm:
         vm_bo.check_alive("bo_unmap_ops")
         if vm_bo.vm is not self:
             raise LinkError(f"{vm_bo!r} belongs to another VM")
+        self._no_fence("drm_gpuvm_bo_unmap_ops_create")
         return OpList(self, self.generation, tuple(UnmapOp(va, False) for va in vm_bo.vas))
 
     def sm_map(self, req: MapRequest, step: Step) -> int:
@@ -662,6 +750,8 @@ class GpuVm:
         if self.freed:
             self.check_alive("apply")
         self._validate_ops(ops)
+        if self.fence_depth:
+            self._no_fence("apply (bo_obtain and VmBo puts)")
         route = self.bus.route
         emit = self.bus.emit if route[Mapped] or route[Unmapped] or route[TlbInvalidated] else None
         created: list[Va] = []
@@ -740,6 +830,7 @@ class GpuVm:
         range, never on the layout), then each is computed and applied in order."""
         reqs = list(requests)
         self.check_alive("bind")
+        self._no_fence("bind")
         for req in reqs:
             if isinstance(req, MapRequest):
                 self._check_map_request(req)
@@ -783,12 +874,13 @@ class GpuVm:
         evict list, stopping at the first error, which is returned (negative errno) as the
         kernel does; earlier validations stay done.  Without a callback: -EOPNOTSUPP."""
         self.check_alive("validate")
+        self._no_fence("drm_gpuvm_validate (reservation locks)")
         cb = callback if callback is not None else self.vm_bo_validate
         if cb is None:
             raise NotSupported(f"{self.name} has no vm_bo_validate callback")
         for vm_bo in list(self.evict):
-            if vm_bo.freed or vm_bo not in self.evict:
-                continue
+            if vm_bo.freed or vm_bo.zombie or vm_bo not in self.evict:
+                continue  # zombies (kref 0) are skipped, as drm_gpuvm_bo_is_zombie
             vm_bo.get(_WALK)
             try:
                 ret = cb(vm_bo) or 0
@@ -806,14 +898,18 @@ class GpuVm:
 
     def prepare_vm(self) -> frozenset[Resv]:
         """``drm_gpuvm_prepare_vm``: the VM's own reservation."""
+        self._no_fence("drm_gpuvm_prepare_vm")
         return frozenset({self.resv})
 
     def prepare_objects(self) -> frozenset[Resv]:
         """``drm_gpuvm_prepare_objects``: every extobj's reservation.  Under RESV_PROTECTED
-        it also lists evicted extobjs on the evict list (the deferred add)."""
-        out = {vm_bo.obj.resv for vm_bo in self.extobj}
+        it also lists evicted extobjs on the evict list (the deferred add).  Zombies (left on
+        the list by a deferred put under RESV_PROTECTED) are skipped."""
+        self._no_fence("drm_gpuvm_prepare_objects")
+        live = [vm_bo for vm_bo in self.extobj if not vm_bo.zombie]
+        out = {vm_bo.obj.resv for vm_bo in live}
         if self.resv_protected:
-            for vm_bo in self.extobj:
+            for vm_bo in live:
                 if vm_bo.evicted:
                     self.evict.setdefault(vm_bo, None)
         return frozenset(out)
@@ -824,6 +920,7 @@ class GpuVm:
         drm_exec there."""
         check_u64("addr", addr)
         check_u64("range", range)
+        self._no_fence("drm_gpuvm_prepare_range")
         vas = self.index.range_walk(addr, (addr + range) & U64_MAX)
         for va in vas:
             if va.obj is None:
@@ -868,6 +965,8 @@ class GpuVm:
             self.kernel_node.inserted = False
         if len(self.index) or self.extobj or self.evict:
             self._warn(f"{self.name} freed with VAs or listed VmBos left (possible leak)")
+        if self.bo_defer:
+            self._warn(f"{self.name} freed with VmBos on its deferred cleanup list")
         self.freed = True
         self.r_obj.put(self)
         if self.vm_free is not None:
@@ -879,7 +978,12 @@ class GpuVm:
     def leaks(self) -> list[str]:
         """What keeps this VM alive besides its owner: one line per VA and VmBo."""
         out = [f"{va!r} still inserted" for va in self.vas]
-        out += [f"{vb!r} still alive (kref {vb.kref})" for vb in self.vm_bos]
+        out += [
+            f"{vb!r} on the deferred list, never cleaned up (bo_deferred_cleanup)"
+            if vb.zombie
+            else f"{vb!r} still alive (kref {vb.kref})"
+            for vb in self.vm_bos
+        ]
         for h, n in self.refs.holders.items():
             if isinstance(h, Va | VmBo):
                 continue
@@ -893,6 +997,7 @@ class GpuVm:
         (``msm_gem_vm_close``-style).  The VM is freed unless something else still holds
         it (a VmBo reference held by a caller, another owner)."""
         self.check_alive("close")
+        self._no_fence("VM close")
         self.refs.check_put(OWNER)
         ops = OpList(self, self.generation, tuple(UnmapOp(va) for va in self.vas))
         self.apply(ops)
@@ -904,6 +1009,7 @@ class GpuVm:
         VmBo left, and nothing changes; otherwise the put happens and the leaks are
         returned."""
         self.check_alive("teardown")
+        self._no_fence("VM teardown")
         self.refs.check_put(OWNER)
         would_leak = self.refs.total > 1
         report = self.leaks() if would_leak else []
@@ -943,11 +1049,18 @@ class GpuVm:
             for vm_bo in lst:
                 if vm_bo.freed or vm_bo not in self.vm_bos:
                     raise AssertionError(f"dead {vm_bo!r} on {self.name}'s {name} list")
+                if vm_bo.zombie and not self.resv_protected:
+                    raise AssertionError(f"zombie {vm_bo!r} left on {self.name}'s {name} list")
+        zombies = [vb for vb in self.vm_bos if vb.zombie]
+        if sorted(map(id, zombies)) != sorted(map(id, self.bo_defer)) or len(
+            set(map(id, self.bo_defer))
+        ) != len(self.bo_defer):
+            raise AssertionError(f"{self.name}'s deferred list {self.bo_defer} != zombies")
         for vm_bo in self.extobj:
             if not vm_bo.is_extobj:
                 raise AssertionError(f"VM-private {vm_bo!r} on the extobj list")
         if not self.resv_protected:
-            evicted = {vb for vb in self.vm_bos if vb.evicted}
+            evicted = {vb for vb in self.vm_bos if vb.evicted and not vb.zombie}
             if evicted != set(self.evict):
                 raise AssertionError(f"evict list {list(self.evict)} != evicted {evicted}")
         owners = sum(n for h, n in self.refs.holders.items() if not isinstance(h, Va | VmBo))
@@ -972,6 +1085,8 @@ class GpuVm:
             raise AssertionError(f"{vm_bo!r} must hold exactly one GEM and one VM reference")
         if vm_bo.listed != (vm_bo in obj.vm_bos) or obj.vm_bos.count(vm_bo) > 1:
             raise AssertionError(f"{vm_bo!r} GEM-list membership inconsistent")
+        if vm_bo.zombie and (vm_bo.listed or vm_bo.refs.total or vm_bo.vas):
+            raise AssertionError(f"zombie {vm_bo!r} listed, counted or with VAs")
         if vm_bo.listed and sum(1 for v in obj.vm_bos if v.vm is self) != 1:
             raise AssertionError(f"more than one listed VmBo for ({self.name}, {obj.name})")
         vm_bo.refs.check()

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from gpuvm.errors import LinkError, UseAfterFree
-from gpuvm.events import Evicted, VmBoDestroyed
-from gpuvm.refs import CALLER, RefCount
+from gpuvm.errors import FenceSignallingViolation, LinkError, UseAfterFree
+from gpuvm.events import Evicted, VmBoDestroyed, VmBoZombie
+from gpuvm.refs import CALLER, Holder, RefCount
 
 if TYPE_CHECKING:
     from gpuvm.gem import GemObject
@@ -36,23 +36,28 @@ class VmBo:
     freed: bool = attrs.field(init=False, default=False)
     holds_obj: bool = attrs.field(init=False, default=True)
     """False once :meth:`drop_obj_ref` gave up the buffer reference (weak-ref quirk)."""
+    zombie: bool = attrs.field(init=False, default=False)
+    """A deferred put dropped the last reference; freed by the VM's deferred cleanup."""
 
     def __attrs_post_init__(self) -> None:
         self.refs = RefCount(self, on_zero=self._destroy)
 
     def __repr__(self) -> str:
-        return f"VmBo({self.vm.name}, {self.obj.name})" + (" (freed)" if self.freed else "")
+        state = " (freed)" if self.freed else " (zombie)" if self.zombie else ""
+        return f"VmBo({self.vm.name}, {self.obj.name}){state}"
 
     @property
     def kref(self) -> int:
         return self.refs.total
 
     def keepers(self) -> Iterable[object]:
+        if self.zombie:  # kref 0: only the VM's deferred list keeps it
+            return [Holder("deferred list", who=self.vm)]
         return list(self.refs.holders)
 
     def check_alive(self, what: str = "access") -> None:
-        if self.freed:
-            raise UseAfterFree(f"{what} on freed {self!r}")
+        if self.freed or self.zombie:
+            raise UseAfterFree(f"{what} on {'freed' if self.freed else 'zombie'} {self!r}")
 
     def get(self, holder: object = CALLER) -> VmBo:
         """``drm_gpuvm_bo_get``."""
@@ -62,19 +67,59 @@ class VmBo:
         return self
 
     def put(self, holder: object = CALLER) -> bool:
-        """``drm_gpuvm_bo_put``; destroys the VmBo at zero.  True if it was destroyed."""
+        """``drm_gpuvm_bo_put``; destroys the VmBo at zero.  True if it was destroyed.  It
+        may sleep, so a fence-signalling section refuses it (use :meth:`put_deferred`)."""
         if self.freed:
             self.check_alive("put")
+        if self.vm.fence_depth:
+            self.refs.check_put(holder)
+            raise FenceSignallingViolation(
+                f"drm_gpuvm_bo_put of {self!r} in a fence-signalling section (it may sleep "
+                "and destroy the VmBo under resv locks); use put_deferred"
+            )
         return self.refs.release(holder, self.vm.bus)
 
+    def put_deferred(self, holder: object = CALLER) -> bool:
+        """``drm_gpuvm_bo_put_deferred`` (IMMEDIATE_MODE only): drop one reference; at zero
+        the VmBo becomes a zombie (:meth:`_into_zombie`) instead of being destroyed, and is
+        freed by ``vm.bo_deferred_cleanup()``.  True if it became a zombie."""
+        if self.freed:
+            self.check_alive("put_deferred")
+        self.vm.check_immediate("drm_gpuvm_bo_put_deferred")
+        return self.refs.release(holder, self.vm.bus, self._into_zombie)
+
+    def _into_zombie(self) -> None:
+        """``drm_gpuvm_bo_into_zombie`` then the push on ``vm.bo_defer``: leave the GEM's
+        list, and the extobj / evict lists unless the VM is RESV_PROTECTED (their lock, the
+        VM's resv, cannot be taken here); keep the VM and buffer references."""
+        vm = self.vm
+        if not vm.resv_protected:
+            vm.extobj.pop(self, None)
+            vm.evict.pop(self, None)
+        if self.listed:
+            self.obj.vm_bos.remove(self)
+            self.listed = False
+        self.zombie = True
+        vm.bo_defer.append(self)
+        if vm.bus.route[VmBoZombie]:
+            vm.bus.emit(VmBoZombie(self))
+
     def _destroy(self) -> None:
+        """``drm_gpuvm_bo_destroy``: leave the extobj, evict and GEM lists, then free."""
         vm = self.vm
         vm.extobj.pop(self, None)
         vm.evict.pop(self, None)
         if self.listed:
             self.obj.vm_bos.remove(self)
             self.listed = False
+        self._free_not_in_lists()
+
+    def _free_not_in_lists(self) -> None:
+        """``drm_gpuvm_bo_destroy_not_in_lists``: free the VmBo, then drop its VM reference
+        and finally its buffer reference."""
+        vm = self.vm
         vm.vm_bos.pop(self, None)
+        self.zombie = False
         self.freed = True
         if vm.bus.route[VmBoDestroyed]:
             vm.bus.emit(VmBoDestroyed(self))
@@ -106,7 +151,7 @@ class VmBo:
     def extobj_add(self) -> None:
         """``drm_gpuvm_bo_extobj_add``: put an external object on the VM's extobj list
         (idempotent; a no-op for VM-private objects)."""
-        if self.freed:
+        if self.freed or self.zombie:
             self.check_alive("extobj_add")
         vm = self.vm
         if self.obj.resv is not vm.r_obj.resv:  # drm_gpuvm_is_extobj

@@ -59,6 +59,8 @@ def _vm_state(vm: GpuVm) -> tuple[Any, ...]:
         vm.kernel_node,
         vm.r_obj,
         vm.flags,
+        list(vm.bo_defer),
+        vm.fence_depth,
     )
 
 
@@ -67,7 +69,17 @@ def _gem_state(obj: GemObject) -> tuple[Any, ...]:
 
 
 def _vm_bo_state(vb: VmBo) -> tuple[Any, ...]:
-    return (list(vb.vas), _refs(vb), vb.evicted, vb.listed, vb.freed, vb.vm, vb.obj)
+    return (
+        list(vb.vas),
+        _refs(vb),
+        vb.evicted,
+        vb.listed,
+        vb.freed,
+        vb.zombie,
+        vb.holds_obj,
+        vb.vm,
+        vb.obj,
+    )
 
 
 def _collect(

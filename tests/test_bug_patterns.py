@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from gpuvm import Device, GemObject, GpuVm, Holder
+from gpuvm import Device, GemObject, GpuVm, GpuVmFlags
 from gpuvm.checker import LifetimeChecker, attributes
 from gpuvm.costs import CostCounters, get_preset
 from gpuvm.device import snapshot
@@ -134,18 +134,20 @@ def test_submit_holding_its_buffers_keeps_the_vma() -> None:
 
 
 def _deferred(drain: bool) -> tuple[GpuVm, LifetimeChecker]:
-    vm = GpuVm(0, 64 * P, name="vm", vm_free=lambda vm: None)
+    """An IMMEDIATE_MODE VM whose job (run_job, a fence-signalling section) unmaps a buffer's
+    last VA with the deferred unlink: the VmBo becomes a zombie on the VM's deferred list,
+    still holding the VM and the buffer, until ``bo_deferred_cleanup`` runs."""
+    vm = GpuVm(0, 64 * P, name="vm", flags=GpuVmFlags.IMMEDIATE_MODE, vm_free=lambda vm: None)
     checker = LifetimeChecker(vm)
     obj = GemObject(4 * P, name="bo")
-    vm.map(0, 4 * P, obj)
-    vm_bo = vm.bo_find(obj)
-    assert vm_bo is not None
-    parked = Holder("deferred list", who=vm)
-    vm_bo.get(parked)  # a zombie parked by a deferred put (drm_gpuvm_bo_put_deferred)
-    vm_bo.put()  # the find reference
-    if drain:  # drm_gpuvm_bo_deferred_cleanup before the last put
-        vm.unmap(0, 4 * P)
-        vm_bo.put(parked)
+    [va] = vm.map(0, 4 * P, obj)
+    with vm.fence_signalling():
+        vm.remove(va)
+        vm.unlink_defer(va)
+    vm.free_va(va)
+    assert vm.bo_defer and vm.bo_defer[0].zombie
+    if drain:  # drm_gpuvm_bo_deferred_cleanup, e.g. from the VM_BIND ioctl's cleanup work
+        vm.bo_deferred_cleanup()
     vm.close()
     checker.after_vm_close(vm)
     return vm, checker
@@ -162,7 +164,9 @@ def test_deferred_list_never_drained_is_a_leak() -> None:
     msgs = [v.message for v in checker.failures]
     assert any("deferred VmBo list of vm never drained" in m for m in msgs), msgs
     cycles = [v.message for v in checker.failures if v.kind == "cycle"]
-    assert any("deferred list of GpuVm(vm) -> VmBo(vm, bo) -> GpuVm(vm)" in m for m in cycles)
+    assert any(
+        "deferred list of GpuVm(vm) -> VmBo(vm, bo) (zombie) -> GpuVm(vm)" in m for m in cycles
+    ), cycles
 
 
 # 5. an importer that borrows the exporter's reservation without a reference -----------------
