@@ -43,7 +43,7 @@ from gpuvm.errors import (
 )
 from gpuvm.events import EventBus, EventLog
 from gpuvm.file import BindMap, BindUnmap, DrmFile
-from gpuvm.gem import GemObject, Resv
+from gpuvm.gem import GemObject, Lock, Resv, locked
 from gpuvm.modes import ModeState
 from gpuvm.ops import (
     MapOp,
@@ -91,6 +91,7 @@ __all__ = [
     "InvalidValue",
     "LeakError",
     "LinkError",
+    "Lock",
     "MapOp",
     "MapRequest",
     "ModeState",
@@ -126,6 +127,7 @@ __all__ = [
     "gem_evict",
     "get_preset",
     "load_presets",
+    "locked",
     "make_policy",
     "snapshot",
 ]

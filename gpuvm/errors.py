@@ -144,6 +144,23 @@ class FenceSignallingViolation(GpuvmError):
     errno = _errno.EDEADLK
 
 
+class LockNotHeld(GpuvmError):
+    """A GPUVM call whose lock is not held: the GEM's gpuva lock (its ``resv``, or its own
+    ``gpuva.lock`` under IMMEDIATE_MODE) for find / obtain / link / unlink / a put that may
+    destroy the VmBo, the VM's ``resv`` under RESV_PROTECTED for the lists, a buffer's
+    ``resv`` for eviction.  The kernel only asserts it (lockdep); the model checks it when
+    the VM was made with ``lock_checks=True``.  No errno exists; ``ENOLCK`` names it."""
+
+    errno = _errno.ENOLCK
+
+
+class LockMisuse(GpuvmError):
+    """Locking a lock already held (a self-deadlock, ``EDEADLK``) or unlocking one that is
+    not held (``EINVAL``)."""
+
+    errno = _errno.EDEADLK
+
+
 # --- reference counts and lifetimes ---------------------------------------------------------
 
 

@@ -7,13 +7,15 @@ ordered, non-owning list of the VmBos of this object (``obj->gpuva.list``).
 
 from __future__ import annotations
 
+import errno
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import attrs
 
-from gpuvm.errors import UseAfterFree
+from gpuvm.errors import LockMisuse, UseAfterFree
 from gpuvm.events import EventBus, Freed
 from gpuvm.refs import OWNER, RefCount
 from gpuvm.u64 import check_u64
@@ -25,15 +27,60 @@ _ids = itertools.count(1)
 
 
 @attrs.define(slots=True, eq=False, repr=False)
-class Resv:
-    """A reservation object (``struct dma_resv``): only its identity matters here (which
-    objects share a lock, which buffers are external to a VM)."""
+class Lock:
+    """A sleeping lock tracked as held or not (a ``mutex``, or a ``dma_resv``'s ww_mutex),
+    so GPUVM calls can check that their caller holds what the kernel asserts with lockdep
+    (see ``GpuVm(lock_checks=True)``).  One holder at a time; no contexts, no waiting."""
 
     name: str = ""
+    held: bool = attrs.field(default=False, init=False)
+
+    def lock(self) -> None:
+        """Take the lock; taking it again before unlocking is a self-deadlock."""
+        if self.held:
+            raise LockMisuse(f"{self!r} is already held (self-deadlock)")
+        self.held = True
+
+    def unlock(self) -> None:
+        if not self.held:
+            raise LockMisuse(f"unlock of {self!r}, which is not held", errno=errno.EINVAL)
+        self.held = False
+
+    def __repr__(self) -> str:
+        return f"Lock({self.name})"
+
+
+@attrs.define(slots=True, eq=False, repr=False)
+class Resv(Lock):
+    """A reservation object (``struct dma_resv``): its identity decides which objects share
+    a lock and which buffers are external to a VM; as a :class:`Lock` it can be held."""
+
     id: int = attrs.field(factory=lambda: next(_ids))
 
     def __repr__(self) -> str:
         return f"Resv({self.name or self.id})"
+
+
+@contextmanager
+def locked(*locks: Lock | GemObject) -> Iterator[None]:
+    """Hold every lock for the block (a buffer stands for its ``resv``), taken in order and
+    released in reverse, as a ``drm_exec`` locking loop leaves them; a lock listed twice is
+    taken once (``DRM_EXEC_IGNORE_DUPLICATES``).  Nothing is taken if one is already held."""
+    todo: list[Lock] = []
+    for item in locks:
+        lk = item.resv if isinstance(item, GemObject) else item
+        if any(lk is t for t in todo):
+            continue
+        if lk.held:
+            raise LockMisuse(f"{lk!r} is already held (self-deadlock)")
+        todo.append(lk)
+    for lk in todo:
+        lk.held = True
+    try:
+        yield
+    finally:
+        for lk in reversed(todo):
+            lk.held = False
 
 
 @attrs.define(slots=True, eq=False, repr=False)
@@ -54,6 +101,7 @@ class GemObject:
     vm_bos: list[VmBo] = attrs.field(init=False, factory=list)
     freed: bool = attrs.field(init=False, default=False)
     free_hooks: list[Callable[[GemObject], None]] = attrs.field(init=False, factory=list)
+    _gpuva_lock: Lock | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         check_u64("size", self.size)
@@ -98,6 +146,15 @@ class GemObject:
         return list(self.refs.holders)
 
     # --- GPUVM views -------------------------------------------------------------------
+
+    @property
+    def gpuva_lock(self) -> Lock:
+        """``obj->gpuva.lock``: the mutex guarding the GEM's VmBo list on IMMEDIATE_MODE
+        VMs (others use the object's ``resv``)."""
+        lk = self._gpuva_lock
+        if lk is None:
+            lk = self._gpuva_lock = Lock(f"{self.name}.gpuva")
+        return lk
 
     def vm_bo_for(self, vm: object) -> VmBo | None:
         """The live VmBo of this object in ``vm`` (``drm_gpuvm_bo_find`` without the ref)."""

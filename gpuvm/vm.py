@@ -21,6 +21,8 @@ from gpuvm.errors import (
     InvalidValue,
     LeakError,
     LinkError,
+    LockMisuse,
+    LockNotHeld,
     NoObject,
     NotImmediateMode,
     NotInserted,
@@ -47,7 +49,7 @@ from gpuvm.events import (
     VmBoCreated,
     Warning,
 )
-from gpuvm.gem import GemObject, Resv
+from gpuvm.gem import GemObject, Lock, Resv
 from gpuvm.ops import MapOp, MapRequest, Op, OpList, PrefetchOp, RemapOp, UnmapOp, UnmapRequest
 from gpuvm.refs import CALLER, OWNER, Holder, RefCount
 from gpuvm.splitmerge import (
@@ -108,6 +110,7 @@ class GpuVm:
         "generation",
         "index",
         "kernel_node",
+        "lock_checks",
         "name",
         "r_obj",
         "range",
@@ -136,6 +139,7 @@ class GpuVm:
         vm_bo_validate: Callable[[VmBo], int | None] | None = None,
         vm_free: Callable[[GpuVm], None] | None = None,
         direction: RefDirection = RefDirection.VM_BO_HOLDS_GEM,
+        lock_checks: bool = False,
     ) -> None:
         check_u64("start", start)
         check_u64("range", range)
@@ -155,6 +159,7 @@ class GpuVm:
         self.check_bounds = check_bounds
         self.vm_bo_validate = vm_bo_validate
         self.vm_free = vm_free
+        self.lock_checks = lock_checks
         self.index: VaIndex[Va] = VaIndex(direction)
         self.extobj: dict[VmBo, None] = {}
         self.evict: dict[VmBo, None] = {}
@@ -223,6 +228,43 @@ class GpuVm:
                 f"{what} in a fence-signalling section of {self.name} (it may allocate, "
                 "sleep or take reservation locks)"
             )
+
+    # --- locks (checked only with lock_checks) ----------------------------------------------
+
+    def gem_lock(self, obj: GemObject) -> Lock:
+        """The lock guarding ``obj``'s VmBo list for this VM (``drm_gem_gpuva_assert_lock_held``):
+        the GEM's own ``gpuva.lock`` under IMMEDIATE_MODE, else its ``resv``."""
+        return obj.gpuva_lock if self.flags & GpuVmFlags.IMMEDIATE_MODE else obj.resv
+
+    def need_gem_lock(self, obj: GemObject | None, what: str) -> None:
+        """With ``lock_checks``: refuse ``what`` unless ``obj``'s gpuva lock is held."""
+        if self.lock_checks and obj is not None:
+            lk = self.gem_lock(obj)
+            if not lk.held:
+                raise LockNotHeld(f"{what} on {obj!r} without {lk!r} held")
+
+    def need_vm_resv(self, what: str) -> None:
+        """With ``lock_checks`` on a RESV_PROTECTED VM: refuse ``what`` unless the VM's
+        ``resv`` is held (it guards the extobj / evict lists there)."""
+        if self.lock_checks and self.flags & GpuVmFlags.RESV_PROTECTED and not self.resv.held:
+            raise LockNotHeld(f"{what} on RESV_PROTECTED {self.name} without its resv held")
+
+    def need_obj_resv(self, obj: GemObject, what: str) -> None:
+        """With ``lock_checks``: refuse ``what`` unless ``obj.resv`` is held."""
+        if self.lock_checks and not obj.resv.held:
+            raise LockNotHeld(f"{what} on {obj!r} without {obj.resv!r} held")
+
+    def _need_destroy_locks(self, vm_bo: VmBo, what: str) -> None:
+        """What ``drm_gpuvm_bo_destroy`` asserts: the GEM's gpuva lock, and the VM's resv
+        under RESV_PROTECTED."""
+        self.need_gem_lock(vm_bo.obj, what)
+        self.need_vm_resv(what)
+
+    def _need_takes_gem_lock(self, obj: GemObject, what: str) -> None:
+        """A deferred call locks the GEM's gpuva mutex itself: already held is a
+        self-deadlock."""
+        if self.lock_checks and obj.gpuva_lock.held:
+            raise LockMisuse(f"{what} takes {obj.gpuva_lock!r}, which is already held")
 
     @contextmanager
     def fence_signalling(self) -> Iterator[GpuVm]:
@@ -453,6 +495,8 @@ class GpuVm:
         """``drm_gpuvm_bo_find``: the listed VmBo of ``obj`` in this VM, +1 for ``holder``."""
         if obj.freed:
             obj.check_alive("bo_find")
+        if self.lock_checks:
+            self.need_gem_lock(obj, "drm_gpuvm_bo_find")
         vm_bo = obj.vm_bo_for(self)
         if vm_bo is not None:
             vm_bo.get(holder)
@@ -477,6 +521,10 @@ class GpuVm:
         if pre.vm is not self:
             raise LinkError(f"{pre!r} belongs to another VM")
         pre.check_alive("obtain_prealloc")
+        if self.lock_checks:
+            self.need_gem_lock(pre.obj, "drm_gpuvm_bo_obtain_prealloc")
+            if pre.obj.vm_bo_for(self) is not None and pre.refs.total == 1:
+                self._need_destroy_locks(pre, "drm_gpuvm_bo_obtain_prealloc")
         if pre.listed:
             raise LinkError(f"{pre!r} is already on its GEM's list")
         pre.refs.check_put(holder)
@@ -510,6 +558,8 @@ class GpuVm:
             raise LinkError(f"link of {va!r} to {vm_bo!r}: object mismatch")
         if vm_bo.vm is not va.vm:
             raise LinkError(f"link of {va!r} (in {va.vm!r}) to {vm_bo!r}: VM mismatch")
+        if vm_bo.vm.lock_checks:
+            vm_bo.vm.need_gem_lock(va.obj, "drm_gpuva_link")
         # vm_bo.get(va), inlined (hot path): the VmBo is alive, so its count is too.
         refs = vm_bo.refs
         holders = refs.holders
@@ -535,6 +585,10 @@ class GpuVm:
             vm_bo.vm._no_fence("drm_gpuva_unlink (its VmBo put may sleep; use unlink_defer)")
         if vm_bo.refs.holders.get(va, 0) <= 0:
             vm_bo.refs.check_put(va)  # raises
+        if vm_bo.vm.lock_checks:
+            vm_bo.vm.need_gem_lock(va.obj, "drm_gpuva_unlink")
+            if vm_bo.refs.total == 1:
+                vm_bo.vm._need_destroy_locks(vm_bo, "drm_gpuva_unlink")
         del vm_bo.vas[va]
         va.vm_bo = None
         if vm_bo.vm.bus.route[VaUnlinked]:
@@ -554,6 +608,7 @@ class GpuVm:
         vm_bo.vm.check_immediate("drm_gpuva_unlink_defer")
         if vm_bo.refs.holders.get(va, 0) <= 0:
             vm_bo.refs.check_put(va)  # raises
+        vm_bo.vm._need_takes_gem_lock(vm_bo.obj, "drm_gpuva_unlink_defer")
         del vm_bo.vas[va]
         va.vm_bo = None
         if vm_bo.vm.bus.route[VaUnlinked]:
@@ -567,6 +622,10 @@ class GpuVm:
         the order they were freed."""
         self.check_alive("bo_deferred_cleanup")
         self._no_fence("drm_gpuvm_bo_deferred_cleanup")
+        if self.lock_checks and self.bo_defer and self.resv_protected and self.resv.held:
+            raise LockMisuse(
+                f"drm_gpuvm_bo_deferred_cleanup locks {self.name}'s resv, which is already held"
+            )
         zombies = self.bo_defer[::-1]
         self.bo_defer.clear()
         if self.resv_protected:
@@ -641,6 +700,7 @@ class GpuVm:
         if vm_bo.vm is not self:
             raise LinkError(f"{vm_bo!r} belongs to another VM")
         self._no_fence("drm_gpuvm_bo_unmap_ops_create")
+        self.need_gem_lock(vm_bo.obj, "drm_gpuvm_bo_unmap_ops_create")
         return OpList(self, self.generation, tuple(UnmapOp(va, False) for va in vm_bo.vas))
 
     def sm_map(self, req: MapRequest, step: Step) -> int:
@@ -736,6 +796,26 @@ class GpuVm:
             else:
                 raise InvalidValue(f"not an op: {op!r}")
 
+    def _need_apply_locks(self, ops: Iterable[Op]) -> None:
+        """The locks applying ``ops`` needs: the gpuva lock of every object it links or
+        unlinks, and the VM's resv under RESV_PROTECTED (extobj_add, VmBo destruction)."""
+        objs: dict[int, GemObject] = {}
+        for op in ops:
+            va = (
+                op.va
+                if isinstance(op, UnmapOp)
+                else op.unmap.va
+                if isinstance(op, RemapOp)
+                else None
+            )
+            obj = va.obj if va is not None else op.obj if isinstance(op, MapOp) else None
+            if obj is not None:
+                objs.setdefault(id(obj), obj)
+        for obj in objs.values():
+            self.need_gem_lock(obj, "apply")
+        if objs:
+            self.need_vm_resv("apply")
+
     def apply(self, ops: Sequence[Op]) -> list[Va]:
         """Apply an op list the canonical way and return the VAs it created.
 
@@ -752,6 +832,8 @@ class GpuVm:
         self._validate_ops(ops)
         if self.fence_depth:
             self._no_fence("apply (bo_obtain and VmBo puts)")
+        if self.lock_checks:
+            self._need_apply_locks(ops)
         route = self.bus.route
         emit = self.bus.emit if route[Mapped] or route[Unmapped] or route[TlbInvalidated] else None
         created: list[Va] = []
@@ -824,6 +906,21 @@ class GpuVm:
         """Compute and apply the ops that empty ``[addr, addr+range)``."""
         return self.apply(self.sm_unmap_ops(addr, range))
 
+    def _need_bind_locks(self, reqs: list[MapRequest | UnmapRequest]) -> None:
+        """Every object a bind will touch: the requests' objects and those of the VAs that
+        meet any request's range now (a later request only meets those, or pieces and
+        mappings of them, so this is exactly the set the binds' applies will need)."""
+        touched: list[Op] = []
+        for req in reqs:
+            if isinstance(req, MapRequest) and req.obj is not None:
+                touched.append(MapOp(req.addr, req.range, req.obj, req.offset))
+            if isinstance(req, MapRequest | UnmapRequest) and type(req.addr) is int:
+                end = (req.addr + req.range) & U64_MAX if type(req.range) is int else req.addr
+                touched += [UnmapOp(va) for va in self.index.range_walk(req.addr, end)]
+        self._need_apply_locks(
+            [op for op in touched if not (isinstance(op, UnmapOp) and op.va.kernel_node)]
+        )
+
     def bind(self, requests: Iterable[MapRequest | UnmapRequest]) -> list[Va]:
         """A multi-op VM_BIND, all or nothing: every request is validated against the VM
         before the first is applied (sm_map and sm_unmap can only fail on the request's own
@@ -831,6 +928,8 @@ class GpuVm:
         reqs = list(requests)
         self.check_alive("bind")
         self._no_fence("bind")
+        if self.lock_checks:
+            self._need_bind_locks(reqs)
         for req in reqs:
             if isinstance(req, MapRequest):
                 self._check_map_request(req)
@@ -875,6 +974,7 @@ class GpuVm:
         kernel does; earlier validations stay done.  Without a callback: -EOPNOTSUPP."""
         self.check_alive("validate")
         self._no_fence("drm_gpuvm_validate (reservation locks)")
+        self.need_vm_resv("drm_gpuvm_validate")
         cb = callback if callback is not None else self.vm_bo_validate
         if cb is None:
             raise NotSupported(f"{self.name} has no vm_bo_validate callback")
@@ -906,6 +1006,7 @@ class GpuVm:
         it also lists evicted extobjs on the evict list (the deferred add).  Zombies (left on
         the list by a deferred put under RESV_PROTECTED) are skipped."""
         self._no_fence("drm_gpuvm_prepare_objects")
+        self.need_vm_resv("drm_gpuvm_prepare_objects")
         live = [vm_bo for vm_bo in self.extobj if not vm_bo.zombie]
         out = {vm_bo.obj.resv for vm_bo in live}
         if self.resv_protected:

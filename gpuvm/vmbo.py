@@ -71,7 +71,11 @@ class VmBo:
         may sleep, so a fence-signalling section refuses it (use :meth:`put_deferred`)."""
         if self.freed:
             self.check_alive("put")
-        if self.vm.fence_depth:
+        vm = self.vm
+        if vm.lock_checks and self.refs.total == 1:
+            self.refs.check_put(holder)
+            vm._need_destroy_locks(self, "drm_gpuvm_bo_put")
+        if vm.fence_depth:
             self.refs.check_put(holder)
             raise FenceSignallingViolation(
                 f"drm_gpuvm_bo_put of {self!r} in a fence-signalling section (it may sleep "
@@ -86,6 +90,9 @@ class VmBo:
         if self.freed:
             self.check_alive("put_deferred")
         self.vm.check_immediate("drm_gpuvm_bo_put_deferred")
+        if self.refs.total == 1:
+            self.refs.check_put(holder)
+            self.vm._need_takes_gem_lock(self.obj, "drm_gpuvm_bo_put_deferred")
         return self.refs.release(holder, self.vm.bus, self._into_zombie)
 
     def _into_zombie(self) -> None:
@@ -154,6 +161,8 @@ class VmBo:
         if self.freed or self.zombie:
             self.check_alive("extobj_add")
         vm = self.vm
+        if vm.lock_checks:
+            vm.need_vm_resv("drm_gpuvm_bo_extobj_add")
         if self.obj.resv is not vm.r_obj.resv:  # drm_gpuvm_is_extobj
             vm.extobj.setdefault(self, None)
 
@@ -161,6 +170,8 @@ class VmBo:
         """``drm_gpuvm_bo_evict``: mark (un)evicted and keep the evict list in step; with
         RESV_PROTECTED, external objects are listed later by ``prepare_objects``."""
         self.check_alive("evict")
+        if self.vm.lock_checks:
+            self.vm.need_obj_resv(self.obj, "drm_gpuvm_bo_evict")
         self.evicted = evict
         vm = self.vm
         if vm.bus.route[Evicted]:
@@ -176,5 +187,7 @@ class VmBo:
 def gem_evict(obj: GemObject, evict: bool = True) -> None:
     """``drm_gpuvm_bo_gem_evict``: (un)evict every VmBo of ``obj``."""
     obj.check_alive("evict")
+    for vm_bo in obj.vm_bos:
+        vm_bo.vm.need_obj_resv(obj, "drm_gpuvm_bo_gem_evict")
     for vm_bo in list(obj.vm_bos):
         vm_bo.evict(evict)
