@@ -135,6 +135,14 @@ class NotImmediateMode(GpuvmError):
     errno = _errno.EINVAL
 
 
+class ImmediateModeMismatch(GpuvmError):
+    """A GEM listed by VMs that disagree on IMMEDIATE_MODE: its VmBo list would be guarded
+    by its ``gpuva.lock`` in one and its ``resv`` in the other (kernel: documented, not
+    checked)."""
+
+    errno = _errno.EINVAL
+
+
 class FenceSignallingViolation(GpuvmError):
     """Something that may sleep, allocate or take a reservation lock (a non-deferred VmBo
     put, an op-list allocation, ``exec_lock``/``validate``) inside a fence-signalling

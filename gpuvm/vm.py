@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from gpuvm.errors import (
     AlreadyInserted,
     FenceSignallingViolation,
+    ImmediateModeMismatch,
     InitOverflow,
     InvalidRange,
     InvalidValue,
@@ -259,6 +260,21 @@ class GpuVm:
         under RESV_PROTECTED."""
         self.need_gem_lock(vm_bo.obj, what)
         self.need_vm_resv(what)
+
+    def _check_lock_mode(self, obj: GemObject) -> None:
+        """Every VM listing ``obj`` must agree on IMMEDIATE_MODE: it decides which lock
+        guards the GEM's VmBo list (``gpuva.lock`` or ``resv``), and VMs disagreeing on it
+        would guard one list with two locks (the kernel documents the rule, never checks
+        it).  Raises :class:`ImmediateModeMismatch` before a new VmBo would be listed."""
+        mine = self.flags & GpuVmFlags.IMMEDIATE_MODE
+        for vm_bo in obj.vm_bos:
+            other = vm_bo.vm
+            if other is not self and (other.flags & GpuVmFlags.IMMEDIATE_MODE) != mine:
+                raise ImmediateModeMismatch(
+                    f"{obj!r} is listed by {other.name} "
+                    f"({'with' if not mine else 'without'} IMMEDIATE_MODE); {self.name} "
+                    f"({'with' if mine else 'without'} it) cannot share its VmBo list"
+                )
 
     def _need_takes_gem_lock(self, obj: GemObject, what: str) -> None:
         """A deferred call locks the GEM's gpuva mutex itself: already held is a
@@ -509,6 +525,7 @@ class GpuVm:
         vm_bo = self.bo_find(obj, holder)
         if vm_bo is not None:
             return vm_bo
+        self._check_lock_mode(obj)
         vm_bo = self.bo_create(obj, holder)
         obj.vm_bos.append(vm_bo)
         vm_bo.listed = True
@@ -528,6 +545,8 @@ class GpuVm:
         if pre.listed:
             raise LinkError(f"{pre!r} is already on its GEM's list")
         pre.refs.check_put(holder)
+        if pre.obj.vm_bo_for(self) is None:
+            self._check_lock_mode(pre.obj)
         hit = pre.obj.vm_bo_for(self)
         if hit is not None:
             hit.get(holder)
@@ -838,6 +857,9 @@ class GpuVm:
         emit = self.bus.emit if route[Mapped] or route[Unmapped] or route[TlbInvalidated] else None
         created: list[Va] = []
         kept: list[tuple[int, int]] = []
+        for op in ops:
+            if isinstance(op, MapOp) and op.obj is not None and op.obj.vm_bos:
+                self._check_lock_mode(op.obj)
         map_bos: dict[int, VmBo] = {}
         for op in ops:
             if isinstance(op, MapOp) and op.obj is not None and id(op.obj) not in map_bos:
@@ -914,9 +936,8 @@ class GpuVm:
         for req in reqs:
             if isinstance(req, MapRequest) and req.obj is not None:
                 touched.append(MapOp(req.addr, req.range, req.obj, req.offset))
-            if isinstance(req, MapRequest | UnmapRequest) and type(req.addr) is int:
-                end = (req.addr + req.range) & U64_MAX if type(req.range) is int else req.addr
-                touched += [UnmapOp(va) for va in self.index.range_walk(req.addr, end)]
+            end = (req.addr + req.range) & U64_MAX
+            touched += [UnmapOp(va) for va in self.index.range_walk(req.addr, end)]
         self._need_apply_locks(
             [op for op in touched if not (isinstance(op, UnmapOp) and op.va.kernel_node)]
         )
@@ -928,15 +949,17 @@ class GpuVm:
         reqs = list(requests)
         self.check_alive("bind")
         self._no_fence("bind")
-        if self.lock_checks:
-            self._need_bind_locks(reqs)
         for req in reqs:
             if isinstance(req, MapRequest):
                 self._check_map_request(req)
+                if req.obj is not None:
+                    self._check_lock_mode(req.obj)
             elif isinstance(req, UnmapRequest):
                 self._check_range("sm_unmap", req.addr, req.range)
             else:
                 raise InvalidValue(f"not a bind request: {req!r}")
+        if self.lock_checks:
+            self._need_bind_locks(reqs)
         # Like the ioctl's handle lookups and its VM reference, hold every request's object
         # and the VM until the bind is done: an earlier request may drop the last mapping
         # of an object (or VM) a later request still needs.

@@ -15,6 +15,7 @@ from gpuvm import EventBus, EventLog, GemObject, GpuVm, GpuVmFlags, MapRequest, 
 from gpuvm.errors import (
     FenceSignallingViolation,
     GpuvmError,
+    ImmediateModeMismatch,
     NotImmediateMode,
     RefcountUnderflow,
     UseAfterFree,
@@ -360,3 +361,25 @@ class DeferredMachine(RuleBasedStateMachine):
 
 
 TestDeferredMachine = DeferredMachine.TestCase
+
+
+def test_vms_sharing_a_gem_must_agree_on_immediate_mode() -> None:
+    plain = GpuVm(0, 1 << 20, name="plain")
+    imm = GpuVm(0, 1 << 20, name="imm", flags=IMM)
+    shared, other = external("shared"), external("other")
+    plain.map(0, P, shared)
+    with unchanged(plain, imm, shared), pytest.raises(ImmediateModeMismatch) as exc:
+        imm.map(0, P, shared)
+    assert exc.value.errno == 22
+    with unchanged(plain, imm, shared), pytest.raises(ImmediateModeMismatch):
+        imm.bo_obtain(shared)
+    pre = imm.bo_create(shared)
+    with unchanged(plain, imm, shared), pytest.raises(ImmediateModeMismatch):
+        imm.bo_obtain_prealloc(pre)
+    pre.put()
+    # A multi-op bind whose second request would list the shared buffer changes nothing.
+    reqs = [MapRequest(0, P, other, 0), MapRequest(4 * P, P, shared, 0)]
+    with unchanged(plain, imm, shared, other), pytest.raises(ImmediateModeMismatch):
+        imm.bind(reqs)
+    imm.map(0, P, other)  # an object only IMMEDIATE_MODE VMs use is fine
+    GpuVm(0, 1 << 20, name="imm2", flags=IMM).map(0, P, other)
