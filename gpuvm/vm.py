@@ -98,15 +98,17 @@ class GpuVm:
 
     __slots__ = (
         "__weakref__",
+        "_flags",
+        "_immediate",
         "_issued",
         "_issued_gen",
+        "_protected",
         "bo_defer",
         "bus",
         "check_bounds",
         "evict",
         "extobj",
         "fence_depth",
-        "flags",
         "freed",
         "generation",
         "index",
@@ -155,7 +157,9 @@ class GpuVm:
         self.reserve_start = reserve_start
         self.reserve_range = reserve_range
         self.name = name
-        self.flags = GpuVmFlags(flags)
+        self._flags = GpuVmFlags(flags)
+        self._immediate = bool(self._flags & GpuVmFlags.IMMEDIATE_MODE)
+        self._protected = bool(self._flags & GpuVmFlags.RESV_PROTECTED)
         self.bus = bus if bus is not None else EventBus()
         self.check_bounds = check_bounds
         self.vm_bo_validate = vm_bo_validate
@@ -209,18 +213,23 @@ class GpuVm:
         return self.index.direction
 
     @property
+    def flags(self) -> GpuVmFlags:
+        """The ``drm_gpuvm_flags`` the VM was made with (fixed for its lifetime)."""
+        return self._flags
+
+    @property
     def resv_protected(self) -> bool:
-        return bool(self.flags & GpuVmFlags.RESV_PROTECTED)
+        return self._protected
 
     @property
     def immediate_mode(self) -> bool:
         """``drm_gpuvm_immediate_mode``: link / unlink may run in the fence-signalling path
         (deferred puts, the GEM's own gpuva lock)."""
-        return bool(self.flags & GpuVmFlags.IMMEDIATE_MODE)
+        return self._immediate
 
     def check_immediate(self, what: str) -> None:
         """Refuse a deferred operation on a VM without IMMEDIATE_MODE (kernel: WARN)."""
-        if not self.flags & GpuVmFlags.IMMEDIATE_MODE:
+        if not self._immediate:
             raise NotImmediateMode(f"{what} on {self.name}, which is not in IMMEDIATE_MODE")
 
     def _no_fence(self, what: str) -> None:
@@ -235,7 +244,7 @@ class GpuVm:
     def gem_lock(self, obj: GemObject) -> Lock:
         """The lock guarding ``obj``'s VmBo list for this VM (``drm_gem_gpuva_assert_lock_held``):
         the GEM's own ``gpuva.lock`` under IMMEDIATE_MODE, else its ``resv``."""
-        return obj.gpuva_lock if self.flags & GpuVmFlags.IMMEDIATE_MODE else obj.resv
+        return obj.gpuva_lock if self._immediate else obj.resv
 
     def need_gem_lock(self, obj: GemObject | None, what: str) -> None:
         """With ``lock_checks``: refuse ``what`` unless ``obj``'s gpuva lock is held."""
@@ -247,7 +256,7 @@ class GpuVm:
     def need_vm_resv(self, what: str) -> None:
         """With ``lock_checks`` on a RESV_PROTECTED VM: refuse ``what`` unless the VM's
         ``resv`` is held (it guards the extobj / evict lists there)."""
-        if self.lock_checks and self.flags & GpuVmFlags.RESV_PROTECTED and not self.resv.held:
+        if self.lock_checks and self._protected and not self.resv.held:
             raise LockNotHeld(f"{what} on RESV_PROTECTED {self.name} without its resv held")
 
     def need_obj_resv(self, obj: GemObject, what: str) -> None:
@@ -266,10 +275,10 @@ class GpuVm:
         guards the GEM's VmBo list (``gpuva.lock`` or ``resv``), and VMs disagreeing on it
         would guard one list with two locks (the kernel documents the rule, never checks
         it).  Raises :class:`ImmediateModeMismatch` before a new VmBo would be listed."""
-        mine = self.flags & GpuVmFlags.IMMEDIATE_MODE
+        mine = self._immediate
         for vm_bo in obj.vm_bos:
             other = vm_bo.vm
-            if other is not self and (other.flags & GpuVmFlags.IMMEDIATE_MODE) != mine:
+            if other is not self and other._immediate is not mine:
                 raise ImmediateModeMismatch(
                     f"{obj!r} is listed by {other.name} "
                     f"({'with' if not mine else 'without'} IMMEDIATE_MODE); {self.name} "
@@ -641,13 +650,13 @@ class GpuVm:
         the order they were freed."""
         self.check_alive("bo_deferred_cleanup")
         self._no_fence("drm_gpuvm_bo_deferred_cleanup")
-        if self.lock_checks and self.bo_defer and self.resv_protected and self.resv.held:
+        if self.lock_checks and self.bo_defer and self._protected and self.resv.held:
             raise LockMisuse(
                 f"drm_gpuvm_bo_deferred_cleanup locks {self.name}'s resv, which is already held"
             )
         zombies = self.bo_defer[::-1]
         self.bo_defer.clear()
-        if self.resv_protected:
+        if self._protected:
             for vm_bo in zombies:
                 self.extobj.pop(vm_bo, None)
                 self.evict.pop(vm_bo, None)
@@ -857,9 +866,12 @@ class GpuVm:
         emit = self.bus.emit if route[Mapped] or route[Unmapped] or route[TlbInvalidated] else None
         created: list[Va] = []
         kept: list[tuple[int, int]] = []
+        mine = self._immediate
         for op in ops:
-            if isinstance(op, MapOp) and op.obj is not None and op.obj.vm_bos:
-                self._check_lock_mode(op.obj)
+            if isinstance(op, MapOp) and op.obj is not None:
+                for vb in op.obj.vm_bos:
+                    if vb.vm._immediate is not mine:
+                        self._check_lock_mode(op.obj)
         map_bos: dict[int, VmBo] = {}
         for op in ops:
             if isinstance(op, MapOp) and op.obj is not None and id(op.obj) not in map_bos:
@@ -1013,7 +1025,7 @@ class GpuVm:
                 return ret
             if self.bus.route[Validated]:
                 self.bus.emit(Validated(vm_bo))
-            if self.resv_protected and not vm_bo.evicted:
+            if self._protected and not vm_bo.evicted:
                 self.evict.pop(vm_bo, None)
         return 0
 
@@ -1032,7 +1044,7 @@ class GpuVm:
         self.need_vm_resv("drm_gpuvm_prepare_objects")
         live = [vm_bo for vm_bo in self.extobj if not vm_bo.zombie]
         out = {vm_bo.obj.resv for vm_bo in live}
-        if self.resv_protected:
+        if self._protected:
             for vm_bo in live:
                 if vm_bo.evicted:
                     self.evict.setdefault(vm_bo, None)
@@ -1173,7 +1185,7 @@ class GpuVm:
             for vm_bo in lst:
                 if vm_bo.freed or vm_bo not in self.vm_bos:
                     raise AssertionError(f"dead {vm_bo!r} on {self.name}'s {name} list")
-                if vm_bo.zombie and not self.resv_protected:
+                if vm_bo.zombie and not self._protected:
                     raise AssertionError(f"zombie {vm_bo!r} left on {self.name}'s {name} list")
         zombies = [vb for vb in self.vm_bos if vb.zombie]
         if sorted(map(id, zombies)) != sorted(map(id, self.bo_defer)) or len(
@@ -1183,7 +1195,7 @@ class GpuVm:
         for vm_bo in self.extobj:
             if not vm_bo.is_extobj:
                 raise AssertionError(f"VM-private {vm_bo!r} on the extobj list")
-        if not self.resv_protected:
+        if not self._protected:
             evicted = {vb for vb in self.vm_bos if vb.evicted and not vb.zombie}
             if evicted != set(self.evict):
                 raise AssertionError(f"evict list {list(self.evict)} != evicted {evicted}")
