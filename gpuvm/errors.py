@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import errno as _errno
 
+_KERNEL_NAMES = {_errno.EDEADLK: "EDEADLK", _errno.EOPNOTSUPP: "EOPNOTSUPP"}
+"""Where Python's ``errno.errorcode`` picks an alias (EDEADLOCK), the kernel's name."""
+
 
 class GpuvmError(Exception):
     """Base of every error the model raises; ``errno`` is the kernel's positive errno."""
@@ -25,8 +28,8 @@ class GpuvmError(Exception):
 
     @property
     def errno_name(self) -> str:
-        """Symbolic errno name, e.g. ``"EINVAL"``."""
-        return _errno.errorcode.get(self.errno, str(self.errno))
+        """Symbolic errno name as the kernel spells it, e.g. ``"EINVAL"``, ``"EDEADLK"``."""
+        return _KERNEL_NAMES.get(self.errno) or _errno.errorcode.get(self.errno, str(self.errno))
 
     def __str__(self) -> str:
         return f"{self.errno_name}: {super().__str__()}"

@@ -259,8 +259,9 @@ def test_rejection_leaves_model_unchanged(
     assert type(ei.value) is exc
     assert isinstance(ei.value, GpuvmError)
     assert ei.value.errno == err
-    assert ei.value.errno_name == errno.errorcode[err]
-    assert errno.errorcode[err] in str(ei.value)
+    kernel_names = {errno.EOPNOTSUPP: "EOPNOTSUPP", errno.EDEADLK: "EDEADLK"}
+    assert ei.value.errno_name == kernel_names.get(err, errno.errorcode[err])
+    assert ei.value.errno_name in str(ei.value)
     s.vm.check_invariants()
     s.vm2.check_invariants()
 
