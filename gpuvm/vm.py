@@ -826,22 +826,32 @@ class GpuVm:
 
     def _need_apply_locks(self, ops: Iterable[Op]) -> None:
         """The locks applying ``ops`` needs: the gpuva lock of every object it links or
-        unlinks, and the VM's resv under RESV_PROTECTED (extobj_add, VmBo destruction)."""
+        unlinks, and under RESV_PROTECTED the VM's resv when it will ``extobj_add`` (any MAP
+        of an object) or destroy a VmBo (one whose last VA goes)."""
         objs: dict[int, GemObject] = {}
+        change: dict[int, tuple[VmBo, int]] = {}  # VmBo -> change of its reference count
+        needs_resv = False
         for op in ops:
-            va = (
-                op.va
-                if isinstance(op, UnmapOp)
-                else op.unmap.va
-                if isinstance(op, RemapOp)
-                else None
-            )
-            obj = va.obj if va is not None else op.obj if isinstance(op, MapOp) else None
-            if obj is not None:
-                objs.setdefault(id(obj), obj)
+            if isinstance(op, MapOp):
+                if op.obj is not None:
+                    objs.setdefault(id(op.obj), op.obj)
+                    needs_resv = True
+                continue
+            if isinstance(op, UnmapOp):
+                va, delta = op.va, -1
+            elif isinstance(op, RemapOp):
+                va = op.unmap.va
+                delta = (op.prev is not None) + (op.next is not None) - 1
+            else:
+                continue
+            if va.obj is not None:
+                objs.setdefault(id(va.obj), va.obj)
+            if va.vm_bo is not None:
+                vb, d = change.get(id(va.vm_bo), (va.vm_bo, 0))
+                change[id(vb)] = (vb, d + delta)
         for obj in objs.values():
             self.need_gem_lock(obj, "apply")
-        if objs:
+        if needs_resv or any(vb.refs.total + d <= 0 for vb, d in change.values()):
             self.need_vm_resv("apply")
 
     def apply(self, ops: Sequence[Op]) -> list[Va]:

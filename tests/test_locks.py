@@ -158,3 +158,18 @@ def test_lock_misuse() -> None:
     with locked(a, a):  # duplicates are taken once
         assert a.held
     assert not a.held
+
+
+def test_resv_protected_unmap_needs_the_vm_resv_only_when_a_vm_bo_dies() -> None:
+    vm = checked(PROT)
+    obj = GemObject(16 * P, name="a")
+    with locked(vm.resv, obj):
+        vm.map(0, P, obj)
+        vm.map(4 * P, P, obj)
+    with locked(obj):
+        vm.unmap(0, P)  # another VA keeps the VmBo: drm_gpuvm_bo_put does not destroy
+    with unchanged(vm, obj), locked(obj), pytest.raises(LockNotHeld):
+        vm.unmap(4 * P, P)  # the last VA: the VmBo is destroyed under the VM's resv
+    with locked(vm.resv, obj):
+        vm.unmap(4 * P, P)
+    assert obj.vm_bo_for(vm) is None
