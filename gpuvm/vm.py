@@ -604,44 +604,45 @@ class GpuVm:
     def unlink(self, va: Va) -> None:
         """``drm_gpuva_unlink``: drop ``va`` from its VmBo, putting the VmBo reference it
         held (which may destroy the VmBo, and with it drop VM and buffer references)."""
-        if va.obj is None and va.vm_bo is None:
-            return
-        vm_bo = va.vm_bo
-        if vm_bo is None:
-            raise LinkError(f"unlink of {va!r}, which is not linked")
-        if vm_bo.vm.fence_depth:
-            vm_bo.vm._no_fence("drm_gpuva_unlink (its VmBo put may sleep; use unlink_defer)")
-        if vm_bo.refs.holders.get(va, 0) <= 0:
-            vm_bo.refs.check_put(va)  # raises
-        if vm_bo.vm.lock_checks:
-            vm_bo.vm.need_gem_lock(va.obj, "drm_gpuva_unlink")
-            if vm_bo.refs.total == 1:
-                vm_bo.vm._need_destroy_locks(vm_bo, "drm_gpuva_unlink")
-        del vm_bo.vas[va]
-        va.vm_bo = None
-        if vm_bo.vm.bus.route[VaUnlinked]:
-            vm_bo.vm.bus.emit(VaUnlinked(va, vm_bo))
-        vm_bo.put(va)
+        self._unlink(va, deferred=False)
 
     def unlink_defer(self, va: Va) -> None:
         """``drm_gpuva_unlink_defer`` (IMMEDIATE_MODE only): as :meth:`unlink`, but the VmBo
         reference is dropped with :meth:`VmBo.put_deferred`, so a VmBo whose last reference
         this was becomes a zombie on the VM's deferred list instead of being destroyed
         here.  Allowed in a fence-signalling section.  An object-less VA is a no-op."""
+        self._unlink(va, deferred=True)
+
+    def _unlink(self, va: Va, *, deferred: bool) -> None:
+        """The body of both unlinks: every check first (linked, holds its reference, the
+        mode's rules), then off the VmBo's list and one put of the right kind."""
         if va.obj is None and va.vm_bo is None:
             return
         vm_bo = va.vm_bo
+        what = "drm_gpuva_unlink_defer" if deferred else "drm_gpuva_unlink"
         if vm_bo is None:
-            raise LinkError(f"unlink_defer of {va!r}, which is not linked")
-        vm_bo.vm.check_immediate("drm_gpuva_unlink_defer")
+            raise LinkError(f"{what} of {va!r}, which is not linked")
+        vm = vm_bo.vm
+        if deferred:
+            vm.check_immediate(what)
+        elif vm.fence_depth:
+            vm._no_fence(f"{what} (its VmBo put may sleep; use unlink_defer)")
         if vm_bo.refs.holders.get(va, 0) <= 0:
             vm_bo.refs.check_put(va)  # raises
-        vm_bo.vm._need_takes_gem_lock(vm_bo.obj, "drm_gpuva_unlink_defer")
+        if deferred:
+            vm._need_takes_gem_lock(vm_bo.obj, what)
+        elif vm.lock_checks:
+            vm.need_gem_lock(va.obj, what)
+            if vm_bo.refs.total == 1:
+                vm._need_destroy_locks(vm_bo, what)
         del vm_bo.vas[va]
         va.vm_bo = None
-        if vm_bo.vm.bus.route[VaUnlinked]:
-            vm_bo.vm.bus.emit(VaUnlinked(va, vm_bo))
-        vm_bo.put_deferred(va)
+        if vm.bus.route[VaUnlinked]:
+            vm.bus.emit(VaUnlinked(va, vm_bo))
+        if deferred:
+            vm_bo.put_deferred(va)
+        else:
+            vm_bo.put(va)
 
     def bo_deferred_cleanup(self) -> list[VmBo]:
         """``drm_gpuvm_bo_deferred_cleanup``: take every zombie off the deferred list (an
@@ -960,9 +961,7 @@ class GpuVm:
                 touched.append(MapOp(req.addr, req.range, req.obj, req.offset))
             end = (req.addr + req.range) & U64_MAX
             touched += [UnmapOp(va) for va in self.index.range_walk(req.addr, end)]
-        self._need_apply_locks(
-            [op for op in touched if not (isinstance(op, UnmapOp) and op.va.kernel_node)]
-        )
+        self._need_apply_locks(touched)  # the kernel node has no object: never locked
 
     def bind(self, requests: Iterable[MapRequest | UnmapRequest]) -> list[Va]:
         """A multi-op VM_BIND, all or nothing: every request is validated against the VM
@@ -1197,10 +1196,8 @@ class GpuVm:
                     raise AssertionError(f"dead {vm_bo!r} on {self.name}'s {name} list")
                 if vm_bo.zombie and not self._protected:
                     raise AssertionError(f"zombie {vm_bo!r} left on {self.name}'s {name} list")
-        zombies = [vb for vb in self.vm_bos if vb.zombie]
-        if sorted(map(id, zombies)) != sorted(map(id, self.bo_defer)) or len(
-            set(map(id, self.bo_defer))
-        ) != len(self.bo_defer):
+        zombies = {vb for vb in self.vm_bos if vb.zombie}
+        if set(self.bo_defer) != zombies or len(self.bo_defer) != len(zombies):
             raise AssertionError(f"{self.name}'s deferred list {self.bo_defer} != zombies")
         for vm_bo in self.extobj:
             if not vm_bo.is_extobj:
