@@ -173,3 +173,19 @@ def test_resv_protected_unmap_needs_the_vm_resv_only_when_a_vm_bo_dies() -> None
     with locked(vm.resv, obj):
         vm.unmap(4 * P, P)
     assert obj.vm_bo_for(vm) is None
+
+
+def test_obtain_prealloc_needs_the_gem_lock() -> None:
+    vm, obj, _va = _setup()
+    other = GemObject(4 * P, name="b")
+    pre = vm.bo_create(other)  # creating is allowed unlocked: it is not listed yet
+    with unchanged(vm, obj, other, pre), pytest.raises(LockNotHeld):
+        vm.bo_obtain_prealloc(pre)
+    with locked(other):
+        assert vm.bo_obtain_prealloc(pre) is pre
+    hit_pre = vm.bo_create(obj)  # obj is listed: the hit destroys hit_pre, under the locks
+    with unchanged(vm, obj, hit_pre), pytest.raises(LockNotHeld):
+        vm.bo_obtain_prealloc(hit_pre)
+    with locked(obj):
+        vb = vm.bo_obtain_prealloc(hit_pre)
+    assert vb is not hit_pre and hit_pre.freed
