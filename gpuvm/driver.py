@@ -260,12 +260,12 @@ class ManagedVm(DriverVm):
 
     def vma_of(self, obj: GemObject) -> ManagedVa | None:
         """``lookup_vma``: the buffer's VMA here (one per buffer in a kernel-managed VM)."""
-        vm_bo = obj.vm_bo_for(self)
-        if vm_bo is None:
-            return None
-        for va in vm_bo.vas:
-            if isinstance(va, ManagedVa):
-                return va
+        for vm_bo in obj.vm_bos:  # obj.vm_bo_for(self), inlined: a hot lookup
+            if vm_bo.vm is self:
+                for va in vm_bo.vas:
+                    if isinstance(va, ManagedVa):
+                        return va
+                return None
         return None
 
     def alloc_iova(
@@ -288,8 +288,9 @@ class ManagedVm(DriverVm):
     def new_vma(self, obj: GemObject, addr: int, size: int) -> ManagedVa:
         """``msm_gem_vma_new``: insert a VA at ``[addr, addr+size)`` and link it to the
         buffer's VmBo (obtained, put on the extobj list if external).  Not mapped."""
-        self.check_alive("new_vma")
-        obj.check_alive("new_vma")
+        if self.freed or obj.freed:
+            self.check_alive("new_vma")
+            obj.check_alive("new_vma")
         va = ManagedVa(addr, size, obj, 0)
         self.insert_va(va)
         vm_bo = self.bo_obtain(obj, _NEW)

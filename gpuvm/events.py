@@ -7,7 +7,7 @@ is free when nobody listens, so the hot paths stay fast without observers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import attrs
 
@@ -191,7 +191,7 @@ class FrameEnd(Event):
 
 
 class _Routes(dict[type, tuple[Listener, ...]]):
-    """Event type -> the listeners that want it, filled on first use of each type."""
+    """Event type -> the callables that receive it, filled on first use of each type."""
 
     __slots__ = ("bus",)
 
@@ -200,46 +200,83 @@ class _Routes(dict[type, tuple[Listener, ...]]):
         self.bus = bus
 
     def __missing__(self, kind: type) -> tuple[Listener, ...]:
-        route = tuple(
-            listener
-            for listener, kinds in self.bus.filters
-            if kinds is None or issubclass(kind, kinds)
-        )
-        self[kind] = route
-        return route
+        route: list[Listener] = []
+        for sub in self.bus.filters:
+            handler = sub.handler_for(kind)
+            if handler is not None:
+                route.append(handler)
+        self[kind] = found = tuple(route)
+        return found
+
+
+@attrs.frozen(slots=True, eq=False)
+class Subscription:
+    """One subscriber: a ``listener`` for every event (``kinds is None``) or for ``kinds``
+    and their subclasses; or, with ``handlers``, one callable per event type (an event goes
+    to the handler of the first listed type it is an instance of), so the bus calls the
+    right handler directly instead of a listener that dispatches on the type itself."""
+
+    listener: Listener
+    kinds: tuple[type, ...] | None = None
+    handlers: tuple[tuple[type, Listener], ...] = ()
+
+    def handler_for(self, kind: type) -> Listener | None:
+        if self.handlers:
+            for base, handler in self.handlers:
+                if issubclass(kind, base):
+                    return handler
+            return None
+        if self.kinds is None or issubclass(kind, self.kinds):
+            return self.listener
+        return None
 
 
 @attrs.define(slots=True, eq=False)
 class EventBus:
-    """Fan-out of events to listeners, in subscription order.
+    """Fan-out of events to subscribers, in subscription order.
 
     A listener may subscribe to a few event types only; ``route[EventType]`` is the tuple of
-    listeners that want that type, so the model builds an event only when someone will
+    callables that want that type, so the model builds an event only when someone will
     receive it (``if bus.route[Mapped]: bus.emit(Mapped(...))``).
     """
 
     listeners: list[Listener] = attrs.field(factory=list)
-    filters: list[tuple[Listener, tuple[type, ...] | None]] = attrs.field(factory=list)
+    filters: list[Subscription] = attrs.field(factory=list)
     route: _Routes = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.route = _Routes(self)
-        self.filters.extend((listener, None) for listener in self.listeners)
+        self.filters.extend(Subscription(listener) for listener in self.listeners)
 
     def subscribe(
         self, listener: Listener, kinds: Iterable[type[Event]] | None = None
     ) -> Callable[[], None]:
         """Add ``listener`` for every event, or only for ``kinds`` (and their subclasses);
         returns a function that removes it."""
-        entry = (listener, None if kinds is None else tuple(kinds))
-        self.listeners.append(listener)
-        self.filters.append(entry)
+        return self._add(Subscription(listener, None if kinds is None else tuple(kinds)))
+
+    def subscribe_handlers(
+        self, handlers: Mapping[type[Event], Listener], *, name: Listener | None = None
+    ) -> Callable[[], None]:
+        """Add one handler per event type (checked in the mapping's order; an event goes to
+        the first type it is an instance of): the bus routes each event straight to its
+        handler.  ``name`` is what :attr:`listeners` shows for this subscriber (by
+        default the first handler).  Returns a function that removes it."""
+        pairs = tuple(handlers.items())
+        if not pairs:
+            raise ValueError("subscribe_handlers needs at least one handler")
+        shown = name if name is not None else pairs[0][1]
+        return self._add(Subscription(shown, tuple(k for k, _ in pairs), pairs))
+
+    def _add(self, sub: Subscription) -> Callable[[], None]:
+        self.listeners.append(sub.listener)
+        self.filters.append(sub)
         self.route.clear()
 
         def unsubscribe() -> None:
-            if entry in self.filters:
-                self.filters.remove(entry)
-                self.listeners.remove(listener)
+            if sub in self.filters:
+                self.filters.remove(sub)
+                self.listeners.remove(sub.listener)
                 self.route.clear()
 
         return unsubscribe

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from gpuvm import kms
 from gpuvm.driver import Bo, DriverVm, Job, ManagedVm
 from gpuvm.errors import BadFd, BadHandle, Busy, InvalidValue, ModeError
 from gpuvm.events import Ioctl
@@ -372,30 +373,22 @@ class DrmFile:
 
     def add_fb(self, *handles: int) -> Framebuffer:
         """``ADDFB2``: a framebuffer over one buffer per plane (it holds each buffer)."""
-        from gpuvm import kms
-
         self._ioctl("ADDFB2")
         return kms.add_fb(self, handles)
 
     def rm_fb(self, fb: Framebuffer) -> None:
         """``RMFB``: remove the framebuffer, disabling any plane that shows it."""
-        from gpuvm import kms
-
         self._ioctl("RMFB")
         kms.rm_fb(self, fb, disable=True)
 
     def close_fb(self, fb: Framebuffer) -> None:
         """``CLOSEFB``: drop this file's framebuffer, leaving planes showing it alone."""
-        from gpuvm import kms
-
         self._ioctl("CLOSEFB")
         kms.rm_fb(self, fb, disable=False)
 
     def page_flip(self, plane: Plane, fb: Framebuffer | None) -> None:
         """An atomic commit of one plane: prepare ``fb``, show it, clean up the old one
         (``fb=None`` disables the plane)."""
-        from gpuvm import kms
-
         self._ioctl("ATOMIC")
         kms.commit(self.device, plane, fb)
 
@@ -406,8 +399,6 @@ class DrmFile:
         for, every handle closed, then its context VM closed (``postclose``)."""
         if self.closed:
             raise BadFd(f"{self.name} is already closed")
-        from gpuvm import kms
-
         for fb in list(self.fbs.values()):
             kms.rm_fb(self, fb, disable=True)
         self.device.retire_file(self)

@@ -110,11 +110,25 @@ class RefCount:
         """Check ``holder`` holds a reference, tell ``bus`` (``RefPut``), then :meth:`put`:
         the shared body of every counted object's ``put``.  An underflow raises before the
         event, so nothing changes."""
-        if self.holders.get(holder, 0) <= 0:
-            self.check_put(holder)
+        holders = self.holders
+        n = holders.get(holder, 0) - 1
+        if n < 0:
+            self.check_put(holder)  # raises RefcountUnderflow naming the holders
         if bus.route[RefPut]:
             bus.emit(RefPut(self.target, holder))
-        return self.put(holder, on_zero)
+        # The body of put(), inlined: this is every counted object's hot path.
+        if n:
+            holders[holder] = n
+        else:
+            del holders[holder]
+        self.total -= 1
+        if self.total == 0:
+            self.released = True
+            release = on_zero if on_zero is not None else self.on_zero
+            if release is not None:
+                release()
+            return True
+        return False
 
     def count(self, holder: object) -> int:
         return self.holders.get(holder, 0)

@@ -433,18 +433,24 @@ class GpuVm:
     def insert_va(self, va: Va) -> None:
         """``drm_gpuva_insert``: -EINVAL for a bad range, -EEXIST over an occupied range;
         takes a VM reference held by the VA."""
-        self.check_alive("insert")
+        if self.freed:
+            self.check_alive("insert")
         if va.freed:
             raise UseAfterFree(f"insert of freed {va!r}")
         if va.inserted:
             raise AlreadyInserted(f"{va!r} is already inserted in {va.vm!r}")
         self._check_range("insert", va.addr, va.range)
-        check_u64("offset", va.offset)
-        if va.obj is not None:
-            if not isinstance(va.obj, GemObject):
-                raise InvalidValue(f"insert of a VA whose object is not a GEM: {va.obj!r}")
-            va.obj.check_alive("insert of a VA mapping")
-            self._check_bounds(va.addr, va.range, va.obj, va.offset)
+        offset = va.offset
+        if type(offset) is not int or not 0 <= offset <= U64_MAX:
+            check_u64("offset", offset)
+        obj = va.obj
+        if obj is not None:
+            if not isinstance(obj, GemObject):
+                raise InvalidValue(f"insert of a VA whose object is not a GEM: {obj!r}")
+            if obj.freed:
+                obj.check_alive("insert of a VA mapping")
+            if self.check_bounds and offset + va.range > obj.size:
+                self._check_bounds(va.addr, va.range, obj, offset)  # raises
         hit = self.index.first_overlap(va.addr, va.addr + va.range - 1)
         if hit is not None:
             raise VaExists(f"insert {va!r}: range occupied by {hit!r}")
@@ -499,8 +505,9 @@ class GpuVm:
     def bo_create(self, obj: GemObject, holder: object = CALLER) -> VmBo:
         """``drm_gpuvm_bo_create``: a new VmBo (refcount 1 for ``holder``, holding the VM
         and ``obj``), **not** on the GEM's list."""
-        self.check_alive("bo_create")
-        obj.check_alive("bo_create")
+        if self.freed or obj.freed:
+            self.check_alive("bo_create")
+            obj.check_alive("bo_create")
         if self.fence_depth:
             self._no_fence("drm_gpuvm_bo_create")
         vm_bo = VmBo(self, obj)

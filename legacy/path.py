@@ -56,13 +56,15 @@ def plan_iovas(
     ``layout_epoch`` (both built-in kinds) gets the previous answer back when nothing it
     depends on has changed since."""
     vm.check_alive("plan")
-    objs = tuple(objs)
+    if type(objs) is not tuple:
+        objs = tuple(objs)
     epoch = getattr(vm, "layout_epoch", None)
     if epoch is not None and _last_plan:
         m_vm, m_epoch, m_objs, m_align, m_plan = _last_plan[0]
         if m_vm is vm and m_epoch == epoch and m_align == align and m_objs == objs:
             for obj in objs:
-                obj.check_alive("get_iova")
+                if obj.freed:
+                    obj.check_alive("get_iova")
             return dict(m_plan)
     plan: dict[GemObject, int] = {}
     taken: list[tuple[int, int]] = []

@@ -177,6 +177,7 @@ class CostCounters:
         "_default_tlb_kind",
         "_dev",
         "_frames",
+        "_handlers",
         "_interned",
         "_keep_frames",
         "_listener",
@@ -219,7 +220,8 @@ class CostCounters:
         self._interned: dict[_Record, _Record] = {}
         self._record_cache: dict[_Record, Counts] = {}
         self._mark: list[int] = [0] * _NF
-        self._listener = self._make_listener()
+        self._handlers = self._make_handlers()
+        self._listener = self._make_listener(self._handlers)
         if bus is not None:
             for b in [bus] if isinstance(bus, EventBus) else list(bus):
                 self.attach(b)
@@ -228,7 +230,7 @@ class CostCounters:
 
     def attach(self, bus: EventBus) -> None:
         """Subscribe to ``bus``; its events count towards this device's totals."""
-        self._unsubscribe.append(bus.subscribe(self._listener, kinds=COUNTED_EVENTS))
+        self._unsubscribe.append(bus.subscribe_handlers(dict(self._handlers), name=self._listener))
 
     def detach(self) -> None:
         """Unsubscribe from every attached bus; the counts stay readable."""
@@ -436,9 +438,10 @@ class CostCounters:
 
     # --- the listener (hot path) ------------------------------------------------------------
 
-    def _make_listener(self) -> Callable[[Event], None]:
-        """Build the bus listener: a dict dispatch on the event's exact type to closures
-        over the tallies (no isinstance chains, no attribute lookups on ``self``)."""
+    def _make_handlers(self) -> tuple[tuple[type[Event], Callable[[Any], None]], ...]:
+        """Build one handler per counted event type: closures over the tallies (no
+        attribute lookups on ``self``), which the bus calls directly (see
+        :meth:`EventBus.subscribe_handlers`)."""
         dev = self._dev
         vms = self._vms
         state = self._state
@@ -519,7 +522,7 @@ class CostCounters:
             if self._scope is None:
                 self._close_frame()
 
-        handled: tuple[tuple[type[Event], Callable[[Any], None]], ...] = (
+        return (
             (Mapped, mapped),
             (Unmapped, unmapped),
             (TlbInvalidated, tlb),
@@ -529,6 +532,14 @@ class CostCounters:
             (Ioctl, ioctl),
             (FrameEnd, frame_end),
         )
+
+    @staticmethod
+    def _make_listener(
+        handled: tuple[tuple[type[Event], Callable[[Any], None]], ...],
+    ) -> Callable[[Event], None]:
+        """One callable taking any event (what :attr:`EventBus.listeners` shows for these
+        counters, and what a caller feeding events by hand can use): a dict dispatch on the
+        event's exact type to the handler of the first listed type it is an instance of."""
 
         def handler_for(cls: type) -> Callable[[Any], None] | None:
             for base, handler in handled:
