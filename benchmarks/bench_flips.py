@@ -10,6 +10,11 @@ the steady-state counts (eager: 1 map + 1 unmap per flip; legacy: 0 / 0).
 
 Targets (issue 4): at least 50k flips/s for ``gpuvm_eager`` with counters on, several
 times that for ``legacy_pre_6_17``.
+
+``--floor`` also runs ``bench_floor.py`` (the same state changes as flat, check-free
+Python) and prints each policy's fraction of that floor: a figure that does not depend on
+how fast the machine is.  ``instructions.sh`` counts instructions per flip under
+callgrind, which is repeatable on a noisy machine.
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         "--policy", action="append", help="policy (repeatable; default eager and legacy)"
     )
     ap.add_argument("--no-counters", action="store_true", help="no cost counters subscribed")
+    ap.add_argument(
+        "--floor", action="store_true", help="also run the flat floor loop (bench_floor.py)"
+    )
     ap.add_argument("--json", action="store_true", help="print results as JSON")
     args = ap.parse_args(argv)
     if args.frames <= 10 or args.repeat <= 0:
@@ -76,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         if per and policy in EXPECT:
             got = (per["map_ops"], per["unmap_ops"])
             assert got == EXPECT[policy], (policy, got)
+        floor = None
+        if args.floor:
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            from bench_floor import floor_flips_per_s
+
+            floor = round(floor_flips_per_s(policy, args.frames, args.repeat))
         results.append(
             {
                 "policy": policy,
@@ -85,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 "flips_per_s": round(args.frames / best),
                 "maps_per_flip": per.get("map_ops"),
                 "unmaps_per_flip": per.get("unmap_ops"),
+                "floor_flips_per_s": floor,
             }
         )
     if args.json:
@@ -98,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{r['policy']:18} counters={'on ' if r['counters'] else 'off'} "
             f"{r['frames']} flips in {r['seconds']:.2f} s = {r['flips_per_s']:>8,} flips/s"
+            + (
+                f"  (floor {r['floor_flips_per_s']:,}: "
+                f"{r['flips_per_s'] / r['floor_flips_per_s']:.0%} of it)"
+                if r["floor_flips_per_s"]
+                else ""
+            )
         )
     return 0
 

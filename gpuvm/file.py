@@ -135,7 +135,9 @@ class DrmFile:
         return None
 
     def _ioctl(self, name: str) -> None:
-        self.device.bus.emit(Ioctl(name, self))
+        bus = self.device.bus
+        if bus.route[Ioctl]:
+            bus.emit(Ioctl(name, self))
         if self.closed:
             raise BadFd(f"{name} on closed {self.name}")
 
