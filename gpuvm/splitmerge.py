@@ -1,4 +1,5 @@
-"""GPUVM's split/merge op generation (``__drm_gpuvm_sm_map`` / ``__drm_gpuvm_sm_unmap``).
+"""GPUVM's split/merge op generation (``__drm_gpuvm_sm_map`` / ``__drm_gpuvm_sm_unmap``,
+and the madvise flavour of the former).
 
 These are generators over the live index, walking it the way the kernel's
 ``drm_gpuvm_for_each_va_range_safe`` does: the successor is fetched before the op for the
@@ -98,6 +99,74 @@ def _sm_map(vas: Iterable[Va], req: MapRequest) -> Iterator[Op]:
         )
         break
     yield MapOp(req_addr, req_range, req_obj, req_off)
+
+
+def madvise_list(index: VaIndex[Va], req: MapRequest) -> tuple[Op, ...]:
+    """``drm_gpuvm_madvise_ops_create``: the ops that split the object-less VAs at the
+    edges of ``req`` (collected at once; the tree is untouched)."""
+    return tuple(_madvise(index.range_walk(req.addr, req.addr + req.range), req))
+
+
+def _madvise(vas: Iterable[Va], req: MapRequest) -> Iterator[Op]:
+    """``__drm_gpuvm_sm_map`` with ``madvise`` set, over the VAs of the range walk.
+
+    VAs backed by an object are skipped and no UNMAP is ever emitted, so an object-less VA
+    lying inside the request stays as it is.  An object-less VA that an edge of the request
+    cuts is REMAPped (``keep`` is always False: it has no object), and the part of it inside
+    the request becomes a MAP without object at offset 0, except when the VA covers the
+    request's start and reaches its end: then the request's own MAP ends the list.  At most
+    two REMAPs and two MAPs; the list may be empty.
+    """
+    req_addr = req.addr
+    req_range = req.range
+    req_end = req_addr + req_range
+    armed = False
+    for va in vas:
+        if va.obj is not None:
+            continue
+        off = va.offset
+        addr = va.addr
+        end = addr + va.range
+        if addr == req_addr:
+            if end <= req_end:
+                if end == req_end:
+                    break
+                continue
+            yield RemapOp(
+                None,
+                Piece(req_end, end - req_end, None, (off + req_range) & MASK),
+                UnmapOp(va, False),
+            )
+            armed = True
+            break
+        if addr < req_addr:
+            left = req_addr - addr
+            prev = Piece(addr, left, None, off)
+            if end > req_end:
+                nxt = Piece(req_end, end - req_end, None, (off + left + req_range) & MASK)
+                yield RemapOp(prev, nxt, UnmapOp(va, False))
+                armed = True
+                break
+            yield RemapOp(prev, None, UnmapOp(va, False))
+            if end == req_end:
+                armed = True
+                break
+            yield MapOp(req_addr, end - req_addr, None, 0)
+            continue
+        # addr > req_addr
+        if end <= req_end:
+            if end == req_end:
+                break
+            continue
+        yield RemapOp(
+            None,
+            Piece(req_end, end - req_end, None, (off + req_end - addr) & MASK),
+            UnmapOp(va, False),
+        )
+        yield MapOp(addr, req_end - addr, None, 0)
+        return
+    if armed:
+        yield MapOp(req_addr, req_range, req.obj, req.offset)
 
 
 def sm_unmap_steps(index: VaIndex[Va], addr: int, range_: int) -> Iterator[Op]:

@@ -54,6 +54,7 @@ from gpuvm.gem import GemObject, Lock, Resv
 from gpuvm.ops import MapOp, MapRequest, Op, OpList, PrefetchOp, RemapOp, UnmapOp, UnmapRequest
 from gpuvm.refs import CALLER, OWNER, Holder, RefCount
 from gpuvm.splitmerge import (
+    madvise_list,
     prefetch_steps,
     sm_map_list,
     sm_map_steps,
@@ -712,6 +713,19 @@ class GpuVm:
         if self.fence_depth:
             self._no_fence("drm_gpuvm_sm_map_ops_create")
         return self._issue(sm_map_list(self.index, req))
+
+    def madvise_ops(self, req: MapRequest) -> OpList:
+        """``drm_gpuvm_madvise_ops_create``: the ops that split the object-less VAs at the
+        edges of ``req``, so a driver can give ``[req.addr, req.addr+req.range)`` new
+        attributes: VAs with an object are left alone, nothing is unmapped, at most two
+        REMAPs and two MAPs (see :func:`gpuvm.splitmerge.madvise_list`); often empty.  The
+        request is validated as for :meth:`sm_map_ops`; the tree is untouched."""
+        if self.freed:
+            self.check_alive("madvise")
+        self._check_map_request(req)
+        if self.fence_depth:
+            self._no_fence("drm_gpuvm_madvise_ops_create")
+        return self._issue(madvise_list(self.index, req))
 
     def sm_unmap_ops(self, addr: int, range: int) -> OpList:
         """``drm_gpuvm_sm_unmap_ops_create``: the ops that empty ``[addr, addr+range)``."""

@@ -270,6 +270,38 @@ def sm_map_by_cuts(
     return out
 
 
+def madvise_by_cuts(
+    layout: Sequence[Entry], addr: int, range_: int, obj: Any, offset: int
+) -> list[RefOp]:
+    """``drm_gpuvm_madvise_ops_create`` in closed form on a valid request, from what the
+    kernel's madvise DOC and loop imply, not from the loop's shape: entries with an object
+    are left alone and nothing is unmapped; an object-less entry that an edge of the request
+    cuts gives a REMAP keeping what lies outside (never ``keep``), then its part inside the
+    request: a MAP without object at offset 0, unless the entry covers the whole request,
+    whose own MAP then comes last.  An object-less entry the edges do not cut gives
+    nothing."""
+    end = addr + range_
+    out: list[RefOp] = []
+    whole = False
+    for entry in sorted(layout, key=lambda e: e[0]):
+        a, r, o, f = entry
+        if o is not None or not (a < end and addr < a + r):
+            continue
+        head = (a, addr - a, None, f) if a < addr else None
+        tail = (end, a + r - end, None, u64(f + end - a)) if a + r > end else None
+        if head is None and tail is None:
+            continue
+        out.append(("REMAP", head, tail, entry, False))
+        if a <= addr and a + r >= end:
+            whole = True
+        else:
+            lo, hi = max(a, addr), min(a + r, end)
+            out.append(("MAP", lo, hi - lo, None, 0))
+    if whole:
+        out.append(("MAP", addr, range_, obj, offset))
+    return out
+
+
 # --- converting the model's ops -------------------------------------------------------------
 
 
