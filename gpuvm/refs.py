@@ -79,23 +79,9 @@ class RefCount:
     def put(self, holder: object, on_zero: Callable[[], None] | None = None) -> bool:
         """Drop one reference of ``holder`` (``kref_put``); True if the count reached zero,
         in which case ``on_zero`` has run (the call's own release function if given, as
-        ``kref_put`` takes one per call, else the count's)."""
-        holders = self.holders
-        n = holders.get(holder, 0) - 1
-        if n < 0:
-            self.check_put(holder)  # raises RefcountUnderflow naming the holders
-        if n:
-            holders[holder] = n
-        else:
-            del holders[holder]
-        self.total -= 1
-        if self.total == 0:
-            self.released = True
-            release = on_zero if on_zero is not None else self.on_zero
-            if release is not None:
-                release()
-            return True
-        return False
+        ``kref_put`` takes one per call, else the count's).  No event: see
+        :meth:`release`."""
+        return self.release(holder, None, on_zero)
 
     def acquire(self, holder: object, bus: EventBus) -> None:
         """:meth:`get`, then tell ``bus`` (``RefGot``) if anyone listens: the shared body
@@ -105,18 +91,18 @@ class RefCount:
             bus.emit(RefGot(self.target, holder))
 
     def release(
-        self, holder: object, bus: EventBus, on_zero: Callable[[], None] | None = None
+        self, holder: object, bus: EventBus | None, on_zero: Callable[[], None] | None = None
     ) -> bool:
-        """Check ``holder`` holds a reference, tell ``bus`` (``RefPut``), then :meth:`put`:
-        the shared body of every counted object's ``put``.  An underflow raises before the
-        event, so nothing changes."""
+        """Check ``holder`` holds a reference, tell ``bus`` (``RefPut``, if a bus is given
+        and anyone listens), then drop the reference as :meth:`put` describes: the shared
+        body of every counted object's ``put``.  An underflow raises before the event, so
+        nothing changes."""
         holders = self.holders
         n = holders.get(holder, 0) - 1
         if n < 0:
             self.check_put(holder)  # raises RefcountUnderflow naming the holders
-        if bus.route[RefPut]:
+        if bus is not None and bus.route[RefPut]:
             bus.emit(RefPut(self.target, holder))
-        # The body of put(), inlined: this is every counted object's hot path.
         if n:
             holders[holder] = n
         else:

@@ -440,18 +440,7 @@ class GpuVm:
             raise UseAfterFree(f"insert of freed {va!r}")
         if va.inserted:
             raise AlreadyInserted(f"{va!r} is already inserted in {va.vm!r}")
-        self._check_range("insert", va.addr, va.range)
-        offset = va.offset
-        if type(offset) is not int or not 0 <= offset <= U64_MAX:
-            check_u64("offset", offset)
-        obj = va.obj
-        if obj is not None:
-            if not isinstance(obj, GemObject):
-                raise InvalidValue(f"insert of a VA whose object is not a GEM: {obj!r}")
-            if obj.freed:
-                obj.check_alive("insert of a VA mapping")
-            if self.check_bounds and offset + va.range > obj.size:
-                self._check_bounds(va.addr, va.range, obj, offset)  # raises
+        self._check_target("insert", va.addr, va.range, va.obj, va.offset)
         hit = self.index.first_overlap(va.addr, va.addr + va.range - 1)
         if hit is not None:
             raise VaExists(f"insert {va!r}: range occupied by {hit!r}")
@@ -678,18 +667,24 @@ class GpuVm:
     def _check_map_request(self, req: MapRequest) -> None:
         if not isinstance(req, MapRequest):
             raise InvalidValue(f"not a map request: {req!r}")
-        self._check_range("sm_map", req.addr, req.range)
-        offset = req.offset
-        if not (type(offset) is int and 0 <= offset <= U64_MAX):
+        self._check_target("sm_map", req.addr, req.range, req.obj, req.offset)
+
+    def _check_target(
+        self, what: str, addr: int, range: int, obj: GemObject | None, offset: int
+    ) -> None:
+        """What a new mapping must satisfy, for an insert or a map request: a valid range,
+        a u64 offset, a live GEM (or no object) and, with ``check_bounds``, an object range
+        inside the object."""
+        self._check_range(what, addr, range)
+        if type(offset) is not int or not 0 <= offset <= U64_MAX:
             check_u64("offset", offset)
-        obj = req.obj
         if obj is not None:
             if not isinstance(obj, GemObject):
-                raise InvalidValue(f"map of something that is not a GEM: {obj!r}")
+                raise InvalidValue(f"{what}: the object is not a GEM: {obj!r}")
             if obj.freed:
-                obj.check_alive("map")
-            if self.check_bounds:
-                self._check_bounds(req.addr, req.range, obj, offset)
+                obj.check_alive(what)
+            if self.check_bounds and offset + range > obj.size:
+                self._check_bounds(addr, range, obj, offset)  # raises
 
     def _issue(self, ops: tuple[Op, ...]) -> OpList:
         """Stamp ``ops`` with the current generation and remember the list as built here,
