@@ -181,15 +181,19 @@ def cache_imports_by_fd() -> Iterator[None]:
     import gpuvm.prime
 
     orig = gpuvm.prime.fd_to_handle
-    cache: dict[tuple[int, int], int] = {}
+    # Per file.  Each entry keeps its file alive: were it keyed by id(file) alone, a new
+    # file reusing a dead one's address would inherit its entries, and a state machine's
+    # runs would depend on memory reuse (hypothesis reports that as flaky data generation).
+    caches: dict[int, tuple[Any, dict[int, int]]] = {}
 
     def fd_to_handle(file: Any, fd: int, *rest: Any) -> int:
-        hit = cache.get((id(file), fd))
+        cache = caches.setdefault(id(file), (file, {}))[1]
+        hit = cache.get(fd)
         if hit is not None and hit in file.handles:
             file.fds.get(fd)  # still refuses a closed fd
             return hit
         h = orig(file, fd, *rest)
-        cache[(id(file), fd)] = h
+        cache[fd] = h
         return h
 
     with patched(gpuvm.prime, "fd_to_handle", fd_to_handle):
