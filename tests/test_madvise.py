@@ -14,7 +14,7 @@ import attrs
 import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
-from reference_sm import madvise_by_cuts, op_tuple, probe_points, translate
+from reference_sm import U64_MAX, madvise_by_cuts, op_tuple, probe_points, translate
 from snapshot import unchanged
 from test_splitmerge_props import WORLDS, acts
 
@@ -185,7 +185,8 @@ def test_model_matches_closed_form_and_only_splits(case: tuple[Any, list[Any]], 
         elif how == 1 and edges:
             lo = data.draw(st.sampled_from(edges)) + data.draw(st.sampled_from([-1, 0, 0, 1]))
             hi = data.draw(st.sampled_from(edges)) + data.draw(st.sampled_from([-1, 0, 0, 1]))
-            act = attrs.evolve(act, kind="map", addr=max(lo, 0), range=max(hi - lo, 0))
+            lo, hi = (min(max(x, 0), U64_MAX) for x in (lo, hi))  # requests are u64s
+            act = attrs.evolve(act, kind="map", addr=lo, range=max(hi - lo, 0))
         probes.append(act)
     for act in probes:
         req = MapRequest(act.addr, act.range, obj(act.obj), act.offset)
