@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from gpuvm import kms
+from gpuvm.dmabuf import revalidate_import
 from gpuvm.driver import Bo, DriverVm, Job, ManagedVm
 from gpuvm.errors import BadFd, BadHandle, Busy, InvalidValue, ModeError
 from gpuvm.events import Ioctl
@@ -358,14 +359,16 @@ class DrmFile:
 
     def exec(self) -> Job:
         """A VM_BIND-mode submit (msm SUBMIT on a VM_BIND queue, nouveau ``EXEC``): lock the
-        VM and its external objects and re-map evicted buffers (``drm_gpuvm_validate``)."""
+        VM and its external objects and re-map evicted buffers (``drm_gpuvm_validate``); an
+        imported buffer's dma-buf attachment is mapped again first, as the importer's
+        validate does after ``move_notify`` (:func:`gpuvm.dmabuf.revalidate_import`)."""
         self._ioctl("EXEC")
         rule = self._gate("exec")
         vm = self._vm_for(rule)
         assert isinstance(vm, DriverVm) and not vm.kernel_managed
         self._enter(rule, vm)
         vm.exec_lock()
-        vm.validate(_revalidate)
+        vm.validate(revalidate_import)
         job = Job(self, vm, (), holds_bos=False)
         vm.get(job)
         self.device.jobs.append(job)
@@ -456,17 +459,3 @@ def _check_bind(vm: DriverVm, reqs: Sequence[MapRequest | UnmapRequest]) -> None
             vm.sm_map_ops(req)
         else:
             vm.sm_unmap_ops(req.addr, req.range)
-
-
-def _revalidate(vm_bo: object) -> int:
-    """``vm_bo_validate`` of a VM_BIND context: re-map every VA of an evicted VmBo."""
-    from gpuvm.events import Mapped
-    from gpuvm.vmbo import VmBo
-
-    assert isinstance(vm_bo, VmBo)
-    vm = vm_bo.vm
-    if vm.bus.route[Mapped]:
-        for va in vm_bo.vas:
-            vm.bus.emit(Mapped(vm, va.addr, va.range, va.obj, va.offset))
-    vm_bo.evict(False)
-    return 0

@@ -545,3 +545,34 @@ def test_access_query_has_no_side_effects() -> None:
     assert not ans.ok and ans.reason == "no foreign import path"
     assert d.can_access_optimal(amdgpu_dgpu("dgpu")).path == "self"
     assert snapshot(dgpu, igpu) == before
+
+
+def test_exec_remaps_a_moved_dynamic_import() -> None:
+    """The importer's next EXEC validates its VM: the VmBo that ``move_notify`` evicted is
+    mapped again, and so is its dma-buf attachment (no longer stale)."""
+    from gpuvm import BindMap
+    from gpuvm.dmabuf import AttachmentMapped
+    from gpuvm.events import EventLog, Mapped, Unmapped
+
+    dgpu, igpu, client, comp, h = devices(XE)
+    ih = comp.prime_fd_to_handle(send(client, comp, h))
+    bo = comp.bo(ih)
+    att = bo.import_attach
+    assert att is not None and att.dynamic
+    d = att.dmabuf
+    d.map(att)
+    comp.vm_init()
+    comp.vm_bind([BindMap(igpu.context_window[0], SIZE, ih)])
+    (vm_bo,) = bo.vm_bos
+    d.move(Domain.VRAM)  # the exporter re-promotes: move_notify
+    assert flag(vm_bo.evicted) and flag(att.stale)
+    maps = att.maps
+    log = EventLog()
+    igpu.bus.subscribe(log, [Mapped, Unmapped])
+    dgpu.bus.subscribe(log, [AttachmentMapped])
+    comp.exec()
+    assert not flag(vm_bo.evicted) and not flag(att.stale) and att.mappings == 1
+    assert att.maps == maps + 1 and dom(d) == Domain.TT
+    assert [type(e) for e in log.events] == [AttachmentMapped, Mapped]
+    dgpu.check_invariants()
+    igpu.check_invariants()
