@@ -74,20 +74,6 @@ _SlotKey = tuple[str, object]
 _Record = tuple[int, ...]
 
 
-COUNTED_EVENTS: tuple[type[Event], ...] = (
-    Mapped,
-    Unmapped,
-    TlbInvalidated,
-    VmaCreated,
-    VmaDestroyed,
-    Migrated,
-    Ioctl,
-    FrameEnd,
-)
-"""The event types the counters read; they subscribe to these only, so the model does not
-build reference and tree events for them."""
-
-
 class _VmState:
     """What the counters know about one VM: its page size, TLB kind, its tally (a flat
     list in slot layout) and the slots of its page size."""
@@ -229,7 +215,9 @@ class CostCounters:
     # --- attaching ----------------------------------------------------------------------
 
     def attach(self, bus: EventBus) -> None:
-        """Subscribe to ``bus``; its events count towards this device's totals."""
+        """Subscribe to ``bus``; its events count towards this device's totals.  Only the
+        counted event types are routed here, so the model builds no reference or tree
+        events for the counters."""
         self._unsubscribe.append(bus.subscribe_handlers(dict(self._handlers), name=self._listener))
 
     def detach(self) -> None:
