@@ -22,7 +22,9 @@ and transient holders (``apply``, ``bind``, ``list walk``, ``new vma``) that mus
 outlive the call that took them.
 
 Violations carry a kind: ``use-after-free``, ``leak``, ``cycle``, ``underflow``,
-``refcount``, ``stale-import``, and the non-fatal ``hazard`` (a pattern the kernel has
+``refcount``, ``stale-import``, ``dma-buf`` (a dma-buf rule the exporter side broke: a
+pinned buffer moved, or a mapping left across a move without ``move_notify``), and the
+non-fatal ``hazard`` (a pattern the kernel has
 had bugs with, e.g. a derived pointer cleared while the object is still held).
 """
 
@@ -59,7 +61,16 @@ TRANSIENT_HOLDERS = frozenset({"apply", "bind", "list walk", "new vma"})
 """Holder kinds a model operation takes and drops within one call."""
 
 FATAL_KINDS = frozenset(
-    {"use-after-free", "leak", "cycle", "underflow", "refcount", "stale-import", "attributes"}
+    {
+        "use-after-free",
+        "leak",
+        "cycle",
+        "underflow",
+        "refcount",
+        "stale-import",
+        "attributes",
+        "dma-buf",
+    }
 )
 
 
@@ -365,6 +376,7 @@ class LifetimeChecker:
                     uaf("use-after-free", f"fd {fd} of {t.name} names released {describe(d)}")
                 else:
                     edges.add(d, fd_holder(t, fd))
+                    self._dmabuf_rules(d)
         for vm in dev.live_vms:
             vms[id(vm)] = vm
         if dev.display_vm is not None and not dev.closed:
@@ -426,6 +438,7 @@ class LifetimeChecker:
                 )
             else:
                 edges.add(bo.dma_buf, dma_buf_holder(bo))
+                self._dmabuf_rules(bo.dma_buf)
         att = bo.import_attach
         if att is not None:
             d = att.dmabuf
@@ -435,6 +448,7 @@ class LifetimeChecker:
                 )
             else:
                 edges.add(d, bo)
+                self._dmabuf_rules(d)
                 if att not in d.attachments:
                     self.report("refcount", f"{att!r} of live {describe(bo)} is not attached")
             if bo.dma_buf is not d:
@@ -449,6 +463,12 @@ class LifetimeChecker:
             why = self._tally_holder_dead(h, bo, dev)
             if why:
                 self.report("refcount", f"vma_ref of {describe(bo)} held by {describe(h)}: {why}")
+
+    def _dmabuf_rules(self, d: Any) -> None:
+        """The rules a live dma-buf's exporter side recorded as broken (``DmaBuf.violations``:
+        a pinned backing moved, a mapping left across a move without ``move_notify``)."""
+        for message in d.violations:
+            self.report("dma-buf", f"{describe(d)}: {message}")
 
     def _tally_holder_dead(self, h: object, bo: Any, dev: Any) -> str | None:
         from gpuvm.dmabuf import DmaBuf

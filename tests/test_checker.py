@@ -130,6 +130,22 @@ def test_use_after_free_through_prime_cache_and_fd_table() -> None:
     assert any(f"fd {fd} of" in m and "names released" in m for m in msgs)
 
 
+def test_broken_dma_buf_rule_is_reported_once_wherever_the_dma_buf_is_reached() -> None:
+    dgpu = Device("nouveau", "gpuvm_vma_ref", name="dgpu", display=False)
+    dev, checker = _device()
+    checker.watch(dgpu)
+    producer, comp = dgpu.open(), dev.open()
+    fd = producer.prime_handle_to_fd(producer.create_bo(4 * P))
+    comp.prime_fd_to_handle(producer.fds.send(fd, comp.fds))
+    d = producer.fds.get(fd)
+    assert checker.check() == []
+    # As a buggy exporter would leave it: a mapping kept across a move.
+    d.violations.append("attachment mapped across a move without move_notify")
+    found = checker.check()
+    assert [v.kind for v in found] == ["dma-buf"] and "move_notify" in found[0].message
+    assert not checker.ok and checker.check() == []  # reported once
+
+
 def test_underflow_and_freed_page_tables_from_events() -> None:
     vm = GpuVm(0, 16 * P, name="vm", vm_free=lambda vm: None)
     checker = LifetimeChecker(vm, bus=vm.bus)
