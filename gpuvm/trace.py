@@ -25,6 +25,7 @@ from gpuvm.errors import GpuvmError
 from gpuvm.events import Event, EventBus, EventLog
 
 __all__ = [
+    "CAPS_PRESETS",
     "FORMAT",
     "OPS",
     "TRACE_VERSION",
@@ -44,7 +45,15 @@ TRACE_VERSION = 1
 # defining ops are "+kind".
 OPS: dict[str, dict[str, str]] = {
     # driver layer
-    "device": {"id": "+dev", "flavour": "str", "policy": "str", "planes": "int", "display": "bool"},
+    "device": {
+        "id": "+dev",
+        "flavour": "str",
+        "policy": "str",
+        "planes": "int",
+        "display": "bool",
+        "caps": "str?",
+        "pci_root": "str?",
+    },
     "process": {"id": "+table"},
     "open": {"id": "+file", "device": "@dev", "fds": "@table"},
     "create_bo": {"file": "@file", "size": "int"},
@@ -73,6 +82,13 @@ OPS: dict[str, dict[str, str]] = {
     "wait_idle": {"file": "@file", "handle": "int"},
     "close": {"file": "@file"},
     "device_close": {"device": "@dev"},
+    # dma-buf: the attachment of an imported buffer, and the exporter's side of an export
+    "attachment_map": {"file": "@file", "handle": "int"},
+    "attachment_unmap": {"file": "@file", "handle": "int"},
+    "attachment_pin": {"file": "@file", "handle": "int"},
+    "attachment_unpin": {"file": "@file", "handle": "int"},
+    "dmabuf_move": {"file": "@file", "handle": "int", "domain": "str"},
+    "exporter_use": {"file": "@file", "handle": "int"},
     # core VM_BIND path
     "vm": {
         "id": "+vm",
@@ -93,6 +109,8 @@ OPS: dict[str, dict[str, str]] = {
 OPTIONAL = {
     "planes",
     "display",
+    "caps",
+    "pci_root",
     "reserve_start",
     "reserve_range",
     "private_to",
@@ -100,6 +118,24 @@ OPTIONAL = {
     "flags",
 }
 _META = {"op", "result", "error"}
+
+
+def _caps_presets() -> dict[str, Callable[[str], Any]]:
+    from gpuvm import caps
+
+    return {
+        "amdgpu_dgpu": caps.amdgpu_dgpu,
+        "i915_igpu": caps.i915_igpu,
+        "xe_igpu": caps.xe_igpu,
+        "bochs": caps.bochs,
+        "qxl": caps.qxl,
+        "soc_display": caps.soc_display,
+    }
+
+
+CAPS_PRESETS: dict[str, Callable[[str], Any]] = _caps_presets()
+"""The device capability presets a trace's ``device`` line may name (``caps``), each
+called with the device id as its name."""
 _PREFIX = {"dev": "d", "table": "p", "file": "f", "fb": "fb", "job": "j", "vm": "v", "gem": "g"}
 
 
@@ -124,6 +160,8 @@ def _check_value(kind: str, v: object) -> str | None:
         return None if v is None or _is_int(v) else f"expected an integer or null, got {v!r}"
     if kind == "str":
         return None if isinstance(v, str) else f"expected a string, got {v!r}"
+    if kind == "str?":
+        return None if v is None or isinstance(v, str) else f"expected a string or null, got {v!r}"
     if kind == "bool":
         return None if isinstance(v, bool) else f"expected true/false, got {v!r}"
     if kind == "ints":
@@ -293,6 +331,8 @@ class Session:
         self.kinds: dict[str, str] = {}
         self._counters: dict[str, int] = {}
         self.header: dict[str, Any] = {"format": FORMAT, "version": TRACE_VERSION}
+        self.topology: Any = None
+        """The PCI topology devices with ``caps`` share (made at the first such device)."""
 
     # --- ids -----------------------------------------------------------------------------
 
@@ -371,8 +411,22 @@ class Session:
     # --- driver layer ops ----------------------------------------------------------------
 
     def _op_device(self, r: dict[str, Any]) -> None:
+        from gpuvm.caps import Topology
         from gpuvm.device import Device
 
+        caps = None
+        name = r.get("caps")
+        if name is not None:
+            preset = CAPS_PRESETS.get(name)
+            if preset is None:
+                raise _Bad(f"unknown caps {name!r}; known: {', '.join(CAPS_PRESETS)}")
+            caps = preset(r["id"])
+            if self.topology is None:
+                self.topology = Topology()
+            if r.get("pci_root") is not None:
+                self.topology.add(caps, root=r["pci_root"])
+        elif r.get("pci_root") is not None:
+            raise _Bad("pci_root without caps")
         try:
             dev = Device(
                 r["flavour"],
@@ -381,6 +435,8 @@ class Session:
                 bus=self.bus,
                 planes=r.get("planes", 1),
                 display=r.get("display", True),
+                caps=caps,
+                topology=self.topology if caps is not None else None,
             )
         except (KeyError, ValueError) as e:
             raise _Bad(f"cannot make device: {e}") from None
@@ -503,6 +559,58 @@ class Session:
 
     def _op_device_close(self, r: dict[str, Any]) -> None:
         self.obj(r["device"]).close()
+
+    # --- dma-buf ops -----------------------------------------------------------------------
+
+    def _attachment(self, r: dict[str, Any]) -> Any:
+        from gpuvm.errors import InvalidValue
+
+        bo = self._bo_of(r)
+        att = bo.import_attach
+        if att is None:
+            raise InvalidValue(f"handle {r['handle']} of {r['file']} is not a foreign import")
+        return att
+
+    def _exported(self, r: dict[str, Any]) -> Any:
+        from gpuvm.errors import InvalidValue
+
+        bo = self._bo_of(r)
+        d = bo.dma_buf
+        if d is None or bo.import_attach is not None:
+            raise InvalidValue(f"handle {r['handle']} of {r['file']} is not an exported buffer")
+        if d.sharing is None:
+            raise InvalidValue(f"{d!r} has no placement (its device has no caps)")
+        return d
+
+    def _op_attachment_map(self, r: dict[str, Any]) -> str | None:
+        att = self._attachment(r)
+        res = att.dmabuf.map(att)
+        return None if res is None else res.domain.name
+
+    def _op_attachment_unmap(self, r: dict[str, Any]) -> None:
+        att = self._attachment(r)
+        att.dmabuf.unmap(att)
+
+    def _op_attachment_pin(self, r: dict[str, Any]) -> None:
+        att = self._attachment(r)
+        att.dmabuf.pin(att)
+
+    def _op_attachment_unpin(self, r: dict[str, Any]) -> None:
+        att = self._attachment(r)
+        att.dmabuf.unpin(att)
+
+    def _op_dmabuf_move(self, r: dict[str, Any]) -> None:
+        from gpuvm.placement import Domain
+
+        try:
+            domain = Domain[r["domain"]]
+        except KeyError:
+            known = ", ".join(d.name for d in Domain)
+            raise _Bad(f"unknown domain {r['domain']!r}; known: {known}") from None
+        self._exported(r).move(domain)
+
+    def _op_exporter_use(self, r: dict[str, Any]) -> None:
+        self._exported(r).exporter_use()
 
     # --- core ops ------------------------------------------------------------------------
 

@@ -186,3 +186,88 @@ def test_documented_example_replays() -> None:
     r = replay(example)
     assert r.ops == 9 and r.checker.ok
     assert r.session.dumps() == example
+
+
+def _dmabuf_session() -> tuple[Session, str]:
+    """An amdgpu dGPU exporting to an xe iGPU (a dynamic importer) on the same root port
+    without p2p, and to a bochs-like VRAM-only device: map, pin, exporter moves (with
+    ``move_notify``), refusals, and a close of everything."""
+    s = Session()
+    dg = s.do(
+        "device",
+        flavour="nouveau",
+        policy="gpuvm_vma_ref",
+        display=False,
+        caps="amdgpu_dgpu",
+        pci_root="pci0",
+    )
+    ig = s.do("device", flavour="msm", policy="gpuvm_vma_ref", caps="xe_igpu")
+    p0, p1 = s.do("process"), s.do("process")
+    prod, comp = s.do("open", device=dg, fds=p0), s.do("open", device=ig, fds=p1)
+    h = s.do("create_bo", file=prod, size=64 * P)
+    efd = s.do("prime_handle_to_fd", file=prod, handle=h)
+    fd = s.do("fd_send", table=p0, fd=efd, to=p1)
+    ih = s.do("prime_fd_to_handle", file=comp, fd=fd)
+    assert s.do("attachment_map", file=comp, handle=ih) == "TT"
+    s.do("dmabuf_move", file=prod, handle=h, domain="VRAM")  # move_notify; the map is stale
+    s.do("attachment_unmap", file=comp, handle=ih)
+    s.do("attachment_pin", file=comp, handle=ih)
+    with pytest.raises(GpuvmError):  # pinned: the exporter cannot move it
+        s.do("dmabuf_move", file=prod, handle=h, domain="VRAM")
+    s.do("exporter_use", file=prod, handle=h)
+    s.do("attachment_unpin", file=comp, handle=ih)
+    with pytest.raises(GpuvmError):  # no pin left
+        s.do("attachment_unpin", file=comp, handle=ih)
+    with pytest.raises(GpuvmError):  # the exporter's own buffer is not an import
+        s.do("attachment_map", file=prod, handle=h)
+    with pytest.raises(GpuvmError):  # an import is not the exported buffer
+        s.do("dmabuf_move", file=comp, handle=ih, domain="TT")
+    for f in (comp, prod):
+        s.do("close", file=f)
+    s.do("fd_close", table=p1, fd=fd)
+    s.do("fd_close", table=p0, fd=efd)
+    for d in (ig, dg):
+        s.do("device_close", device=d)
+    return s, s.dumps()
+
+
+def test_dmabuf_ops_record_and_replay() -> None:
+    s, text = _dmabuf_session()
+    assert s.checker.ok, s.checker.verdict()
+    kinds = [e.kind for e in s.log.events]
+    assert "AttachmentMapped" in kinds and "MoveNotified" in kinds
+    again = replay(text)
+    assert again.session.dumps() == text and again.checker.ok
+    assert [e.kind for e in again.events] == kinds
+    errors = [json.loads(line).get("error") for line in text.splitlines()[1:]]
+    assert errors.count(None) == len(errors) - 4 and "EINVAL" in errors
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (
+            '{"op": "device", "id": "d0", "flavour": "msm", "policy": "gpuvm_vma_ref", '
+            '"caps": "voodoo"}',
+            "unknown caps 'voodoo'",
+        ),
+        (
+            '{"op": "device", "id": "d0", "flavour": "msm", "policy": "gpuvm_vma_ref", '
+            '"pci_root": "pci0"}',
+            "pci_root without caps",
+        ),
+    ],
+)
+def test_bad_caps_are_trace_errors(line: str, reason: str) -> None:
+    text = '{"format": "gpuvm-trace", "version": 1}\n' + line + "\n"
+    with pytest.raises(TraceError) as info:
+        replay(text)
+    assert info.value.line == 2 and reason in info.value.reason
+
+
+def test_unknown_domain_is_a_trace_error() -> None:
+    _s, text = _dmabuf_session()
+    bad = text.replace('"domain": "VRAM"', '"domain": "HBM"', 1)
+    with pytest.raises(TraceError) as info:
+        replay(bad)
+    assert "unknown domain 'HBM'" in info.value.reason
