@@ -479,17 +479,23 @@ def test_snapshot_covers_attachment_maps_and_placement() -> None:
     assert snapshot(dgpu, igpu) != before
 
 
+def mapped_dynamic_import() -> tuple[Device, Device, DrmFile, int, Attachment]:
+    """An amdgpu buffer imported by an xe iGPU (a dynamic importer) and mapped once:
+    ``(exporter device, importer device, importing file, import handle, attachment)``."""
+    dgpu, igpu, client, comp, h = devices(XE)
+    ih = comp.prime_fd_to_handle(send(client, comp, h))
+    att = comp.bo(ih).import_attach
+    assert att is not None and att.dynamic
+    att.dmabuf.map(att)
+    return dgpu, igpu, comp, ih, att
+
+
 def test_dynamic_import_move_notify_evicts_importer_vm() -> None:
     from gpuvm.driver import DriverVm
     from gpuvm.events import EventLog, Mapped, Unmapped
 
-    dgpu, igpu, client, comp, h = devices(XE)
-    ih = comp.prime_fd_to_handle(send(client, comp, h))
-    bo = comp.bo(ih)
-    att = bo.import_attach
-    assert att is not None and att.dynamic
-    d = att.dmabuf
-    d.map(att)
+    dgpu, igpu, comp, ih, att = mapped_dynamic_import()
+    bo, d = comp.bo(ih), att.dmabuf
     vm = DriverVm(1 << 32, 1 << 40, name="igpu.ctx", bus=igpu.bus)
     vm.map(1 << 32, SIZE, bo)
     log = EventLog()
@@ -554,13 +560,8 @@ def test_exec_remaps_a_moved_dynamic_import() -> None:
     from gpuvm.dmabuf import AttachmentMapped
     from gpuvm.events import EventLog, Mapped, Unmapped
 
-    dgpu, igpu, client, comp, h = devices(XE)
-    ih = comp.prime_fd_to_handle(send(client, comp, h))
-    bo = comp.bo(ih)
-    att = bo.import_attach
-    assert att is not None and att.dynamic
-    d = att.dmabuf
-    d.map(att)
+    dgpu, igpu, comp, ih, att = mapped_dynamic_import()
+    bo, d = comp.bo(ih), att.dmabuf
     comp.vm_init()
     comp.vm_bind([BindMap(igpu.context_window[0], SIZE, ih)])
     (vm_bo,) = bo.vm_bos
