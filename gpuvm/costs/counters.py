@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Final, overload
 
-from gpuvm import events as _events
 from gpuvm.costs.counts import (
     BYTES_MAPPED,
     BYTES_MIGRATED,
@@ -166,7 +165,6 @@ class CostCounters:
         "_handlers",
         "_interned",
         "_keep_frames",
-        "_listener",
         "_mark",
         "_overrides",
         "_record_cache",
@@ -206,8 +204,7 @@ class CostCounters:
         self._interned: dict[_Record, _Record] = {}
         self._record_cache: dict[_Record, Counts] = {}
         self._mark: list[int] = [0] * _NF
-        self._handlers = self._make_handlers()
-        self._listener = self._make_listener(self._handlers)
+        self._handlers = dict(self._make_handlers())
         if bus is not None:
             for b in [bus] if isinstance(bus, EventBus) else list(bus):
                 self.attach(b)
@@ -218,7 +215,7 @@ class CostCounters:
         """Subscribe to ``bus``; its events count towards this device's totals.  Only the
         counted event types are routed here, so the model builds no reference or tree
         events for the counters."""
-        self._unsubscribe.append(bus.subscribe_handlers(dict(self._handlers), name=self._listener))
+        self._unsubscribe.append(bus.subscribe_handlers(self._handlers))
 
     def detach(self) -> None:
         """Unsubscribe from every attached bus; the counts stay readable."""
@@ -520,43 +517,6 @@ class CostCounters:
             (Ioctl, ioctl),
             (FrameEnd, frame_end),
         )
-
-    @staticmethod
-    def _make_listener(
-        handled: tuple[tuple[type[Event], Callable[[Any], None]], ...],
-    ) -> Callable[[Event], None]:
-        """One callable taking any event (what :attr:`EventBus.listeners` shows for these
-        counters, and what a caller feeding events by hand can use): a dict dispatch on the
-        event's exact type to the handler of the first listed type it is an instance of."""
-
-        def handler_for(cls: type) -> Callable[[Any], None] | None:
-            for base, handler in handled:
-                if issubclass(cls, base):
-                    return handler
-            return None
-
-        dispatch: dict[type, Callable[[Any], None] | None] = {}
-        for cls in _event_types():
-            dispatch[cls] = handler_for(cls)
-
-        def listener(event: Event) -> None:
-            try:
-                handler = dispatch[event.__class__]
-            except KeyError:
-                handler = dispatch[event.__class__] = handler_for(event.__class__)
-            if handler is not None:
-                handler(event)
-
-        return listener
-
-
-def _event_types() -> list[type[Event]]:
-    """Every event class of :mod:`gpuvm.events`, so the dispatch table starts complete."""
-    return [
-        v
-        for v in vars(_events).values()
-        if isinstance(v, type) and issubclass(v, Event) and v is not Event
-    ]
 
 
 def _ok_page_size(value: object) -> bool:
