@@ -702,12 +702,7 @@ class GpuVm:
     def sm_map_ops(self, req: MapRequest) -> OpList:
         """``drm_gpuvm_sm_map_ops_create``: the ops that map ``req`` over the current
         layout (the tree is untouched)."""
-        if self.freed:
-            self.check_alive("sm_map")
-        self._check_map_request(req)
-        if self.fence_depth:
-            self._no_fence("drm_gpuvm_sm_map_ops_create")
-        return self._issue(sm_map_list(self.index, req))
+        return self._map_ops_create(req, madvise=False)
 
     def madvise_ops(self, req: MapRequest) -> OpList:
         """``drm_gpuvm_madvise_ops_create``: the ops that split the object-less VAs at the
@@ -715,12 +710,18 @@ class GpuVm:
         attributes: VAs with an object are left alone, nothing is unmapped, at most two
         REMAPs and two MAPs (see :func:`gpuvm.splitmerge.madvise_list`); often empty.  The
         request is validated as for :meth:`sm_map_ops`; the tree is untouched."""
+        return self._map_ops_create(req, madvise=True)
+
+    def _map_ops_create(self, req: MapRequest, *, madvise: bool) -> OpList:
+        """``__drm_gpuvm_sm_map_ops_create``: the body both entry points share (validate
+        the request, refuse in a fence-signalling section, walk, stamp the list)."""
+        what = "drm_gpuvm_madvise_ops_create" if madvise else "drm_gpuvm_sm_map_ops_create"
         if self.freed:
-            self.check_alive("madvise")
+            self.check_alive(what)
         self._check_map_request(req)
         if self.fence_depth:
-            self._no_fence("drm_gpuvm_madvise_ops_create")
-        return self._issue(madvise_list(self.index, req))
+            self._no_fence(what)
+        return self._issue((madvise_list if madvise else sm_map_list)(self.index, req))
 
     def sm_unmap_ops(self, addr: int, range: int) -> OpList:
         """``drm_gpuvm_sm_unmap_ops_create``: the ops that empty ``[addr, addr+range)``."""
