@@ -271,3 +271,51 @@ def test_unknown_domain_is_a_trace_error() -> None:
     with pytest.raises(TraceError) as info:
         replay(bad)
     assert "unknown domain 'HBM'" in info.value.reason
+
+
+def test_refused_dmabuf_ops_change_nothing() -> None:
+    from gpuvm.device import snapshot
+
+    s = Session()
+    dg = s.do(
+        "device",
+        flavour="nouveau",
+        policy="gpuvm_vma_ref",
+        display=False,
+        caps="amdgpu_dgpu",
+        pci_root="pci0",
+    )
+    ig = s.do("device", flavour="msm", policy="gpuvm_vma_ref", caps="xe_igpu")
+    plain = s.do("device", flavour="msm", policy="gpuvm_vma_ref", display=False)
+    p0, p1 = s.do("process"), s.do("process")
+    prod, comp, other = (
+        s.do("open", device=dg, fds=p0),
+        s.do("open", device=ig, fds=p1),
+        s.do("open", device=plain, fds=p1),
+    )
+    h = s.do("create_bo", file=prod, size=16 * P)
+    efd = s.do("prime_handle_to_fd", file=prod, handle=h)
+    fd = s.do("fd_send", table=p0, fd=efd, to=p1)
+    ih = s.do("prime_fd_to_handle", file=comp, fd=fd)
+    sh = s.do("prime_fd_to_handle", file=other, fd=fd)  # a static attachment
+    oh = s.do("create_bo", file=other, size=P)
+    s.do("prime_handle_to_fd", file=other, handle=oh)  # exported, without placement
+    s.do("attachment_map", file=comp, handle=ih)
+    s.do("attachment_pin", file=comp, handle=ih)
+    devs = [s.obj(d) for d in (dg, ig, plain)]
+    refused = [
+        ("attachment_map", {"file": prod, "handle": h}),  # not an import
+        ("attachment_unmap", {"file": comp, "handle": 99}),  # no such handle
+        ("attachment_pin", {"file": other, "handle": sh}),  # static attachment
+        ("attachment_unpin", {"file": other, "handle": sh}),  # holds no pin
+        ("dmabuf_move", {"file": comp, "handle": ih, "domain": "TT"}),  # not the export
+        ("dmabuf_move", {"file": prod, "handle": h, "domain": "VRAM"}),  # pinned
+        ("dmabuf_move", {"file": other, "handle": oh, "domain": "TT"}),  # no placement
+        ("exporter_use", {"file": other, "handle": oh}),  # no placement
+    ]
+    for op, fields in refused:
+        before = snapshot(*devs)
+        with pytest.raises(GpuvmError) as info:
+            s.do(op, **fields)
+        assert info.value.errno is not None, op
+        assert snapshot(*devs) == before, op
