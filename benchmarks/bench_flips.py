@@ -2,7 +2,7 @@
 
 Run ``python benchmarks/bench_flips.py`` (``--frames N``, default 100000).  For each policy
 (default ``gpuvm_eager`` and ``legacy_pre_6_17``) it runs
-:func:`gpuvm.workloads.pageflip`: one 1080p layer, a 3-buffer swapchain owned by the
+:func:`gpuvm.study.workloads.pageflip`: one 1080p layer, a 3-buffer swapchain owned by the
 compositor, one ``ATOMIC`` ioctl + ``FrameEnd`` per frame, with :class:`CostCounters`
 subscribed (``--no-counters`` runs without observers).  It reports frames per second
 (wall clock over the whole call, device setup included, best of ``--repeat``) and checks
@@ -26,8 +26,8 @@ import platform
 import sys
 import time
 
-from gpuvm.costs import CostCounters
-from gpuvm.workloads import pageflip
+from gpuvm.observe.costs import CostCounters
+from gpuvm.study.workloads import pageflip
 
 EXPECT = {"gpuvm_eager": (1.0, 1.0), "legacy_pre_6_17": (0.0, 0.0)}
 
@@ -42,9 +42,9 @@ def measure(policy: str, frames: int, *, counters: bool) -> tuple[float, dict[st
         dt = time.perf_counter() - t0
         return dt, run.per_flip()
     # Without observers: drive the same workload on a bus nobody listens to.
-    from gpuvm.costs import resolution
-    from gpuvm.device import Device
-    from gpuvm.events import FrameEnd
+    from gpuvm.core.events import FrameEnd
+    from gpuvm.drm.device import Device
+    from gpuvm.observe.costs import resolution
 
     t0 = time.perf_counter()
     dev = Device("msm", policy)

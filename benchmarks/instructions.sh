@@ -10,8 +10,8 @@ run() {
     out=$(mktemp)
     valgrind --tool=callgrind --callgrind-out-file="$out" "$py" -c "
 import sys
-from gpuvm.costs import CostCounters
-from gpuvm.workloads import pageflip
+from gpuvm.observe.costs import CostCounters
+from gpuvm.study.workloads import pageflip
 pageflip(frames=int(sys.argv[2]), policy=sys.argv[1], counters=CostCounters())
 " "$1" "$2" >/dev/null 2>&1
     awk '/^(summary|totals):/ {print $2; exit}' "$out"

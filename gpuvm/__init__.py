@@ -5,24 +5,7 @@ The core (this package's ``vm``, ``va``, ``vmbo``, ``gem``, ``ops``, ``splitmerg
 op; the driver layer, legacy path, cost observers and studies build on it.
 """
 
-from gpuvm.costs import (
-    CostBreakdown,
-    CostCounters,
-    CostPreset,
-    Counts,
-    FrameScope,
-    FrameScopeError,
-    PresetError,
-    PresetFormatError,
-    UnknownPreset,
-    budget_pct,
-    builtin_presets,
-    frame_ms,
-    get_preset,
-    load_presets,
-)
-from gpuvm.device import Device, snapshot
-from gpuvm.errors import (
+from gpuvm.core.errors import (
     AlreadyInserted,
     FenceSignallingViolation,
     GpuvmError,
@@ -46,11 +29,9 @@ from gpuvm.errors import (
     VaInUse,
     ZeroRange,
 )
-from gpuvm.events import EventBus, EventLog
-from gpuvm.file import BindMap, BindUnmap, DrmFile
-from gpuvm.gem import GemObject, Lock, Resv, locked
-from gpuvm.modes import ModeState
-from gpuvm.ops import (
+from gpuvm.core.events import EventBus, EventLog
+from gpuvm.core.gem import GemObject, Lock, Resv, locked
+from gpuvm.core.ops import (
     MapOp,
     MapRequest,
     OpList,
@@ -60,14 +41,33 @@ from gpuvm.ops import (
     UnmapOp,
     UnmapRequest,
 )
-from gpuvm.policies import POLICIES, TeardownPolicy, make_policy
-from gpuvm.refs import CALLER, OWNER, Holder, explain
-from gpuvm.va import Va
-from gpuvm.vatree import RefDirection, VaIndex
-from gpuvm.vm import GpuVm, GpuVmFlags
-from gpuvm.vmbo import VmBo, gem_evict
+from gpuvm.core.refs import CALLER, OWNER, Holder, explain
+from gpuvm.core.va import Va
+from gpuvm.core.vatree import RefDirection, VaIndex
+from gpuvm.core.vm import GpuVm, GpuVmFlags
+from gpuvm.core.vmbo import VmBo, gem_evict
+from gpuvm.drm.device import Device, snapshot
+from gpuvm.drm.file import BindMap, BindUnmap, DrmFile
+from gpuvm.drm.modes import ModeState
+from gpuvm.drm.policies import POLICIES, TeardownPolicy, make_policy
+from gpuvm.observe.costs import (
+    CostBreakdown,
+    CostCounters,
+    CostPreset,
+    Counts,
+    FrameScope,
+    FrameScopeError,
+    PresetError,
+    PresetFormatError,
+    UnknownPreset,
+    budget_pct,
+    builtin_presets,
+    frame_ms,
+    get_preset,
+    load_presets,
+)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "CALLER",

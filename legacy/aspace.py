@@ -2,14 +2,14 @@
 iova allocator.
 
 The allocator is in the spirit of ``drm_mm_insert_node_in_range``: :func:`first_fit`
-walks the occupied intervals of a :class:`~gpuvm.vatree.VaIndex` in address order and
+walks the occupied intervals of a :class:`~gpuvm.core.vatree.VaIndex` in address order and
 returns the lowest aligned start whose ``[addr, addr+size)`` meets none of them; no hole
 means ``-ENOSPC``.  (msm asks drm_mm for the best-fitting hole; the choice of hole changes
 addresses, not the counts of maps, unmaps and ``-ENOSPC`` the model is for.)  It works on
 any index, so the driver layer reuses it to pick iovas in GPUVM-backed kernel-managed VMs.
 
 :class:`AddressSpace` keeps its VMAs on the same VA index type as ``GpuVm``, created with
-:attr:`~gpuvm.vatree.RefDirection.BO_HOLDS_VMA`: a buffer owns its VMAs, a VMA holds its
+:attr:`~gpuvm.core.vatree.RefDirection.BO_HOLDS_VMA`: a buffer owns its VMAs, a VMA holds its
 address space and not its buffer.  A reserved range sits in the index as a node of its own
 (like GPUVM's kernel-reserved node), so the allocator steps around it.
 """
@@ -22,8 +22,8 @@ from typing import Any
 
 import attrs
 
-from gpuvm.errors import InitOverflow, InvalidValue, NoSpace, UseAfterFree
-from gpuvm.events import (
+from gpuvm.core.errors import InitOverflow, InvalidValue, NoSpace, UseAfterFree
+from gpuvm.core.events import (
     EventBus,
     Freed,
     Mapped,
@@ -33,10 +33,10 @@ from gpuvm.events import (
     VmaCreated,
     VmaDestroyed,
 )
-from gpuvm.gem import GemObject
-from gpuvm.refs import OWNER, RefCount
-from gpuvm.u64 import add_overflows, check_u64
-from gpuvm.vatree import RefDirection, VaIndex
+from gpuvm.core.gem import GemObject
+from gpuvm.core.refs import OWNER, RefCount
+from gpuvm.core.u64 import add_overflows, check_u64
+from gpuvm.core.vatree import RefDirection, VaIndex
 from legacy.vma import KernelVma, LegacyVma, bo_vmas
 
 __all__ = ["PAGE_SIZE", "AddressSpace", "ReservedNode", "align_up", "first_fit"]
@@ -113,7 +113,7 @@ class AddressSpace:
     """A legacy kernel-managed address space ``[start, start+range)``
     (``msm_gem_address_space`` with its ``drm_mm``).
 
-    The owner holds one reference (:data:`~gpuvm.refs.OWNER`) and every VMA holds one, so
+    The owner holds one reference (:data:`~gpuvm.core.refs.OWNER`) and every VMA holds one, so
     a per-file address space whose file is closed lives on until the last buffer mapped in
     it is freed.  ``tlb_kind`` tells cost observers how an unmap invalidates: ``"per_page"``
     for an ordinary IOMMU domain (the msm KMS VM), ``"context_flush"`` for per-process page
@@ -226,7 +226,7 @@ class AddressSpace:
         self, size: int, align: int | None = None, taken: Iterable[tuple[int, int]] = ()
     ) -> int:
         """First-fit iova for ``size`` bytes (``drm_mm_insert_node_in_range``); raises
-        :class:`~gpuvm.errors.NoSpace` when no hole fits.  Nothing is reserved yet: the
+        :class:`~gpuvm.core.errors.NoSpace` when no hole fits.  Nothing is reserved yet: the
         caller passes the result to :meth:`new_vma`."""
         self.check_alive("alloc_iova")
         check_u64("size", size)

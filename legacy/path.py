@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from gpuvm.errors import Busy, InvalidValue, NotPinned
-from gpuvm.gem import GemObject
+from gpuvm.core.errors import Busy, InvalidValue, NotPinned
+from gpuvm.core.gem import GemObject
 from legacy.aspace import align_up
 from legacy.vma import KernelVm, KernelVma, bo_vmas
 
@@ -51,7 +51,7 @@ def plan_iovas(
     vm: KernelVm, objs: Iterable[GemObject], align: int | None = None
 ) -> dict[GemObject, int]:
     """The iova each buffer without a VMA in ``vm`` would get, allocating them in order as
-    one call would; raises :class:`~gpuvm.errors.NoSpace` if one does not fit.  Nothing
+    one call would; raises :class:`~gpuvm.core.errors.NoSpace` if one does not fit.  Nothing
     changes: this is the validation step of :func:`pin_all`.  A VM with a
     ``layout_epoch`` (both built-in kinds) gets the previous answer back when nothing it
     depends on has changed since."""
@@ -95,7 +95,7 @@ reused only while every input it read is unchanged."""
 
 def get_iova(vm: KernelVm, obj: GemObject, align: int | None = None) -> KernelVma:
     """``msm_gem_get_iova``: the buffer's VMA in ``vm``, allocating an iova on first use
-    (lazily: no page-table work).  Raises :class:`~gpuvm.errors.NoSpace` when the
+    (lazily: no page-table work).  Raises :class:`~gpuvm.core.errors.NoSpace` when the
     allocator has no hole."""
     vma = vm.vma_of(obj)
     if vma is not None:

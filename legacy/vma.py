@@ -8,7 +8,7 @@ buffer owns its VMAs, and freeing the buffer tears every one of them down
 (``msm_gem_free_object`` -> ``put_iova_spaces(close=True)``).
 
 The buffer's VMA list (``msm_obj->vmas``) is a :class:`BoVmas` registered as one of the
-buffer's free hooks, so the core's :class:`~gpuvm.gem.GemObject` needs no legacy field:
+buffer's free hooks, so the core's :class:`~gpuvm.core.gem.GemObject` needs no legacy field:
 the list *is* the teardown that runs at free.  The :class:`KernelVm` and
 :class:`KernelVma` protocols describe what :mod:`legacy.path` needs from an address space
 and its VMAs, so the same legacy operations run on this module's address spaces and on a
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
-from gpuvm.gem import GemObject
+from gpuvm.core.gem import GemObject
 
 if TYPE_CHECKING:
     from legacy.aspace import AddressSpace

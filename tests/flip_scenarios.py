@@ -10,11 +10,11 @@ from typing import TypeVar
 
 import attrs
 
-from gpuvm.device import Device
-from gpuvm.events import Event, EventLog, Mapped, TlbInvalidated, Unmapped
-from gpuvm.file import BindMap, BindUnmap, DrmFile
-from gpuvm.kms import Framebuffer
-from gpuvm.policies import TeardownPolicy
+from gpuvm.core.events import Event, EventLog, Mapped, TlbInvalidated, Unmapped
+from gpuvm.drm.device import Device
+from gpuvm.drm.file import BindMap, BindUnmap, DrmFile
+from gpuvm.drm.kms import Framebuffer
+from gpuvm.drm.policies import TeardownPolicy
 
 Policy = str | TeardownPolicy | type[TeardownPolicy]
 

@@ -306,7 +306,7 @@ def madvise_by_cuts(
 
 
 def op_tuple(op: Any) -> RefOp:
-    """The model's op (``gpuvm.ops``) in this module's tuple notation."""
+    """The model's op (``gpuvm.core.ops``) in this module's tuple notation."""
 
     def piece(p: Any) -> Entry | None:
         return None if p is None else (p.addr, p.range, p.obj, p.offset)

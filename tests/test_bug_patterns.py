@@ -9,18 +9,18 @@ from collections.abc import Iterator
 from typing import Any
 
 from gpuvm import Device, GemObject, GpuVm, GpuVmFlags
-from gpuvm.checker import LifetimeChecker, attributes
-from gpuvm.costs import CostCounters, get_preset
-from gpuvm.device import snapshot
-from gpuvm.errors import InvalidRange
-from gpuvm.mutants import (
+from gpuvm.core.errors import InvalidRange
+from gpuvm.drm.device import snapshot
+from gpuvm.drm.policies import LegacyPre617
+from gpuvm.observe.checker import LifetimeChecker, attributes
+from gpuvm.observe.costs import CostCounters, get_preset
+from gpuvm.observe.trace import Session
+from gpuvm.testing.mutants import (
     cache_imports_by_fd,
     leak_refs_on_failed_bind,
     patched,
     split_drops_attributes,
 )
-from gpuvm.policies import LegacyPre617
-from gpuvm.trace import Session
 
 P = 4096
 BASE = 1 << 32
@@ -176,18 +176,18 @@ def test_deferred_list_never_drained_is_a_leak() -> None:
 def import_without_reference() -> Iterator[None]:
     """A foreign import that shares the dma-buf's reservation but takes no dma-buf
     reference (so nothing keeps the exporter's buffer, and its resv, alive)."""
-    import gpuvm.prime
+    import gpuvm.drm.prime
 
-    orig = gpuvm.prime._import_foreign
+    orig = gpuvm.drm.prime._import_foreign
 
     def borrow(file: Any, d: Any, **kw: Any) -> Any:
         bo = orig(file, d, **kw)
-        bo.free_hooks.remove(gpuvm.prime._imported_free)
+        bo.free_hooks.remove(gpuvm.drm.prime._imported_free)
         d.refs.put(bo)  # give the reference back: only the resv pointer remains
         bo.free_hooks.append(lambda obj: d.detach(obj.import_attach))
         return bo
 
-    with patched(gpuvm.prime, "_import_foreign", borrow):
+    with patched(gpuvm.drm.prime, "_import_foreign", borrow):
         yield
 
 

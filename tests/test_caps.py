@@ -7,7 +7,8 @@ from typing import Any
 import attrs
 import pytest
 
-from gpuvm.caps import (
+from gpuvm.core.errors import InvalidValue
+from gpuvm.drm.caps import (
     DEFAULT_MAX_PHYS,
     EXPORTERS,
     Attacher,
@@ -25,8 +26,7 @@ from gpuvm.caps import (
     soc_display,
     xe_igpu,
 )
-from gpuvm.errors import InvalidValue
-from gpuvm.placement import (
+from gpuvm.drm.placement import (
     AMDGPU_EVICTION,
     KIB,
     MIB,

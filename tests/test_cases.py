@@ -1,6 +1,6 @@
 """The 15 split/merge cases documented in drm_gpuvm.c and the multi-VA example.
 
-Two independent checks: the case table in ``gpuvm.cases`` replayed on the model, and for
+Two independent checks: the case table in ``gpuvm.study.cases`` replayed on the model, and for
 several cases expected op objects written out here by hand (from the spec's table in
 section 3.4), compared field by field: op kind, ``keep``, and each piece's addr, range,
 object and offset.  Also: the ``gpuvm cases`` CLI exits 0, in text and JSON form.
@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from gpuvm import GemObject, GpuVm, MapOp, MapRequest, Piece, RemapOp, UnmapOp
-from gpuvm.cases import CASES, MULTI_VA, Case, M, N, run_case
-from gpuvm.cli import main
+from gpuvm.study.cases import CASES, MULTI_VA, Case, M, N, run_case
+from gpuvm.study.cli import main
 
 
 @pytest.mark.parametrize("case", [*CASES, MULTI_VA], ids=lambda c: f"case{c.number}")

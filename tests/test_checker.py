@@ -6,10 +6,10 @@ cycles); explain() labels every link with its edge kind."""
 from __future__ import annotations
 
 from gpuvm import Device, GemObject, GpuVm, Holder
-from gpuvm.checker import LifetimeChecker, edge_kind, explain
-from gpuvm.events import Mapped, RefPut
-from gpuvm.file import handle_holder
-from gpuvm.refs import OWNER
+from gpuvm.core.events import Mapped, RefPut
+from gpuvm.core.refs import OWNER
+from gpuvm.drm.file import handle_holder
+from gpuvm.observe.checker import LifetimeChecker, edge_kind, explain
 
 P = 4096
 
@@ -32,7 +32,7 @@ def test_clean_lifecycle_passes_for_every_edge_kind() -> None:
     comp.submit([own])
     vk.set_param_vm_bind()
     hv = vk.create_bo(4 * P)
-    from gpuvm.file import BindMap
+    from gpuvm.drm.file import BindMap
 
     vk.vm_bind([BindMap(1 << 32, 4 * P, hv)])
     vk.exec()

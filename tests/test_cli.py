@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from gpuvm import cli
-from gpuvm.cli import COMMANDS, ProgressBar, main, register
+from gpuvm.study import cli
+from gpuvm.study.cli import COMMANDS, ProgressBar, main, register
 
 FAST = ["--frames", "12", "--policy", "legacy_pre_6_17,gpuvm_eager,gpuvm_vma_ref"]
 

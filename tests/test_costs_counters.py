@@ -10,9 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gpuvm import GemObject, GpuVm, MapRequest
-from gpuvm.costs import CostCounters, Counts, FrameScopeError, pages_touched
-from gpuvm.errors import GpuvmError, InvalidValue
-from gpuvm.events import (
+from gpuvm.core.errors import GpuvmError, InvalidValue
+from gpuvm.core.events import (
     EventBus,
     EventLog,
     FrameEnd,
@@ -24,6 +23,7 @@ from gpuvm.events import (
     VmaCreated,
     VmaDestroyed,
 )
+from gpuvm.observe.costs import CostCounters, Counts, FrameScopeError, pages_touched
 
 P = 4096
 FHD = 8_294_400  # 1920x1080 ARGB8888: 2025 pages of 4 KiB

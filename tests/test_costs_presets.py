@@ -12,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gpuvm import GemObject, GpuVm
-from gpuvm.costs import (
+from gpuvm.core.errors import GpuvmError, InvalidValue
+from gpuvm.core.events import EventBus, EventLog, Ioctl
+from gpuvm.observe.costs import (
     RESOLUTIONS,
     CostCounters,
     CostPreset,
@@ -31,8 +33,6 @@ from gpuvm.costs import (
     loads_presets,
     resolution,
 )
-from gpuvm.errors import GpuvmError, InvalidValue
-from gpuvm.events import EventBus, EventLog, Ioctl
 
 FHD_PAGES = 2025
 FHD = RESOLUTIONS["1080p"].size

@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from snapshot import unchanged
 
 from gpuvm import EventBus, EventLog, GemObject, GpuVm, GpuVmFlags, MapRequest, Va, VmBo
-from gpuvm.errors import (
+from gpuvm.core.errors import (
     FenceSignallingViolation,
     GpuvmError,
     ImmediateModeMismatch,
@@ -20,8 +20,8 @@ from gpuvm.errors import (
     RefcountUnderflow,
     UseAfterFree,
 )
-from gpuvm.events import VmBoDestroyed, VmBoZombie
-from gpuvm.refs import CALLER, OWNER, explain
+from gpuvm.core.events import VmBoDestroyed, VmBoZombie
+from gpuvm.core.refs import CALLER, OWNER, explain
 
 P = 4096
 IMM = GpuVmFlags.IMMEDIATE_MODE

@@ -11,7 +11,9 @@ import attrs
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from gpuvm.caps import (
+from gpuvm.core.errors import GpuvmError, UseAfterFree
+from gpuvm.core.gem import GemObject
+from gpuvm.drm.caps import (
     EXPORTERS,
     DeviceCaps,
     Topology,
@@ -20,10 +22,8 @@ from gpuvm.caps import (
     soc_display,
     xe_igpu,
 )
-from gpuvm.dmabuf import Attachment, DmaBuf, Exporter, ImporterOps
-from gpuvm.errors import GpuvmError, UseAfterFree
-from gpuvm.gem import GemObject
-from gpuvm.placement import MIB, Domain, MemoryManager, Resource, amdgpu_domains
+from gpuvm.drm.dmabuf import Attachment, DmaBuf, Exporter, ImporterOps
+from gpuvm.drm.placement import MIB, Domain, MemoryManager, Resource, amdgpu_domains
 
 SIZE = 32 * MIB
 

@@ -11,10 +11,7 @@ from collections.abc import Callable
 import attrs
 import pytest
 
-from gpuvm.caps import EXPORTERS, DeviceCaps, Topology, amdgpu_dgpu, bochs, i915_igpu, xe_igpu
-from gpuvm.device import Device, snapshot
-from gpuvm.dmabuf import Attachment, DmaBuf, Exporter, ImporterOps, evict_importer_vms
-from gpuvm.errors import (
+from gpuvm.core.errors import (
     BackingConflict,
     Busy,
     GpuvmError,
@@ -26,10 +23,13 @@ from gpuvm.errors import (
     UseAfterFree,
     WouldMigrate,
 )
-from gpuvm.file import DrmFile
-from gpuvm.gem import GemObject
-from gpuvm.placement import Domain, MemoryManager, Place, amdgpu_domains
-from gpuvm.prime import DRM_PRIME_FD_TO_HANDLE_NO_MOVE
+from gpuvm.core.gem import GemObject
+from gpuvm.drm.caps import EXPORTERS, DeviceCaps, Topology, amdgpu_dgpu, bochs, i915_igpu, xe_igpu
+from gpuvm.drm.device import Device, snapshot
+from gpuvm.drm.dmabuf import Attachment, DmaBuf, Exporter, ImporterOps, evict_importer_vms
+from gpuvm.drm.file import DrmFile
+from gpuvm.drm.placement import Domain, MemoryManager, Place, amdgpu_domains
+from gpuvm.drm.prime import DRM_PRIME_FD_TO_HANDLE_NO_MOVE
 
 SIZE = 8 << 20
 
@@ -491,8 +491,8 @@ def mapped_dynamic_import() -> tuple[Device, Device, DrmFile, int, Attachment]:
 
 
 def test_dynamic_import_move_notify_evicts_importer_vm() -> None:
-    from gpuvm.driver import DriverVm
-    from gpuvm.events import EventLog, Mapped, Unmapped
+    from gpuvm.core.events import EventLog, Mapped, Unmapped
+    from gpuvm.drm.driver import DriverVm
 
     dgpu, igpu, comp, ih, att = mapped_dynamic_import()
     bo, d = comp.bo(ih), att.dmabuf
@@ -504,7 +504,7 @@ def test_dynamic_import_move_notify_evicts_importer_vm() -> None:
     (vm_bo,) = bo.vm_bos
     assert flag(vm_bo.evicted) and vm_bo in vm.evict and flag(att.stale)
     assert [type(e) for e in log.events] == [Unmapped]
-    from gpuvm.dmabuf import revalidate_import
+    from gpuvm.drm.dmabuf import revalidate_import
 
     vm.validate(revalidate_import)
     assert not flag(vm_bo.evicted) and flag(att.usable) and dom(d) == Domain.TT
@@ -557,8 +557,8 @@ def test_exec_remaps_a_moved_dynamic_import() -> None:
     """The importer's next EXEC validates its VM: the VmBo that ``move_notify`` evicted is
     mapped again, and so is its dma-buf attachment (no longer stale)."""
     from gpuvm import BindMap
-    from gpuvm.dmabuf import AttachmentMapped
-    from gpuvm.events import EventLog, Mapped, Unmapped
+    from gpuvm.core.events import EventLog, Mapped, Unmapped
+    from gpuvm.drm.dmabuf import AttachmentMapped
 
     dgpu, igpu, comp, ih, att = mapped_dynamic_import()
     bo, d = comp.bo(ih), att.dmabuf

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpuvm.events import (
+from gpuvm.core.events import (
     Event,
     EventBus,
     EventLog,

@@ -10,12 +10,12 @@ import pytest
 from flip_scenarios import FB_SIZE, freed, of
 
 from gpuvm import EventLog
-from gpuvm.device import Device, snapshot
-from gpuvm.driver import Bo, DriverVm
-from gpuvm.errors import BadFd, BadHandle, Busy, GpuvmError, InvalidRange, NoSpace
-from gpuvm.events import Ioctl, Mapped, VmaCreated, VmaDestroyed
-from gpuvm.file import BindMap, BindUnmap
-from gpuvm.policies import POLICIES
+from gpuvm.core.errors import BadFd, BadHandle, Busy, GpuvmError, InvalidRange, NoSpace
+from gpuvm.core.events import Ioctl, Mapped, VmaCreated, VmaDestroyed
+from gpuvm.drm.device import Device, snapshot
+from gpuvm.drm.driver import Bo, DriverVm
+from gpuvm.drm.file import BindMap, BindUnmap
+from gpuvm.drm.policies import POLICIES
 
 LEAK_FREE = sorted(set(POLICIES) - {"gpuvm_legacy_trigger"})
 MIB = 1 << 20

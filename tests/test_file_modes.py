@@ -1,5 +1,5 @@
 """The per-file mode choice: every (flavour, state, call) against the errno tables of
-``legacy.md`` section 7, written out here independently of ``gpuvm.modes``; a refused call
+``legacy.md`` section 7, written out here independently of ``gpuvm.drm.modes``; a refused call
 leaves the whole driver layer unchanged."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
-from gpuvm.device import Device, snapshot
-from gpuvm.errors import ModeError
-from gpuvm.file import BindMap, DrmFile
-from gpuvm.modes import CALLS, MSM_RULES, NOUVEAU_RULES, ModeState
+from gpuvm.core.errors import ModeError
+from gpuvm.drm.device import Device, snapshot
+from gpuvm.drm.file import BindMap, DrmFile
+from gpuvm.drm.modes import CALLS, MSM_RULES, NOUVEAU_RULES, ModeState
 
 F, L, P, B = ModeState.FRESH, ModeState.LEGACY, ModeState.BIND_PENDING, ModeState.BIND
 OK = None
@@ -174,7 +174,7 @@ def test_no_vm_bind_before_6_17_or_without_per_process_pgtables() -> None:
 
 
 def test_vm_types_follow_the_mode() -> None:
-    from gpuvm.driver import DriverVm, ManagedVm
+    from gpuvm.drm.driver import DriverVm, ManagedVm
     from legacy import AddressSpace
 
     for policy, legacy_type in (("legacy_pre_6_17", AddressSpace), ("gpuvm_vma_ref", ManagedVm)):

@@ -1,6 +1,6 @@
 """Random ioctl sequences against the driver layer, for every policy: valid and invalid
 handles, fds, iovas, modes and flips.  After every step the invariants hold, and a refused
-call (any :class:`~gpuvm.errors.GpuvmError`) left the snapshot unchanged.  At the end,
+call (any :class:`~gpuvm.core.errors.GpuvmError`) left the snapshot unchanged.  At the end,
 closing every file, fd and device frees every object under the leak-free policies."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from gpuvm.device import Device, snapshot
-from gpuvm.errors import GpuvmError
-from gpuvm.file import BindMap, BindUnmap, DrmFile
-from gpuvm.kms import Framebuffer
-from gpuvm.policies import POLICIES
+from gpuvm.core.errors import GpuvmError
+from gpuvm.drm.device import Device, snapshot
+from gpuvm.drm.file import BindMap, BindUnmap, DrmFile
+from gpuvm.drm.kms import Framebuffer
+from gpuvm.drm.policies import POLICIES
 
 P = 4096
 N_FILES = 3

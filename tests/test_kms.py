@@ -10,9 +10,9 @@ import pytest
 from flip_scenarios import FB_SIZE, N_BUFFERS, SECTION5, freed, of
 
 from gpuvm import EventLog
-from gpuvm.device import Device, snapshot
-from gpuvm.errors import BadHandle, Busy, InvalidValue, NoSpace
-from gpuvm.events import Mapped, TlbInvalidated, Unmapped
+from gpuvm.core.errors import BadHandle, Busy, InvalidValue, NoSpace
+from gpuvm.core.events import Mapped, TlbInvalidated, Unmapped
+from gpuvm.drm.device import Device, snapshot
 
 # legacy.md section 5: (maps, unmaps) per flip in steady state
 #                         pre-6.17   intermediate   6.17 final

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gpuvm import EventBus, EventLog, GemObject, GpuVm, RefDirection, VaIndex, explain
-from gpuvm.errors import Busy, InvalidValue, NoSpace, NotPinned
-from gpuvm.events import Freed, Mapped, TlbInvalidated, Unmapped, VmaCreated, VmaDestroyed
+from gpuvm.core.errors import Busy, InvalidValue, NoSpace, NotPinned
+from gpuvm.core.events import Freed, Mapped, TlbInvalidated, Unmapped, VmaCreated, VmaDestroyed
 from legacy import AddressSpace, LegacyVma, bo_vmas, first_fit, path
 from legacy.aspace import PAGE_SIZE, ReservedNode
 from legacy.vma import KernelVma

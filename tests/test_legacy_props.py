@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from gpuvm import EventBus, EventLog, GemObject
-from gpuvm.errors import GpuvmError
-from gpuvm.events import Mapped, Unmapped
+from gpuvm.core.errors import GpuvmError
+from gpuvm.core.events import Mapped, Unmapped
 from legacy import AddressSpace, bo_vmas, path
 from legacy.aspace import PAGE_SIZE
 

@@ -10,8 +10,8 @@ import pytest
 from snapshot import unchanged
 
 from gpuvm import GemObject, GpuVm, GpuVmFlags, Lock, MapRequest, UnmapRequest, Va, locked
-from gpuvm.errors import LockMisuse, LockNotHeld
-from gpuvm.vmbo import gem_evict
+from gpuvm.core.errors import LockMisuse, LockNotHeld
+from gpuvm.core.vmbo import gem_evict
 
 P = 4096
 IMM = GpuVmFlags.IMMEDIATE_MODE

@@ -1,4 +1,4 @@
-"""Every mutant (a deliberately broken policy or core variant, :mod:`gpuvm.mutants`) makes
+"""Every mutant (a deliberately broken policy or core variant, :mod:`gpuvm.testing.mutants`) makes
 its state machine fail within the CI example budget: the checks can fail.  Shrinking is
 off (only finding matters here) and no example database is used, so each run is the
 derandomized CI search from scratch."""
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from gpuvm.mutants import MUTANTS, Mutant
 from gpuvm.testing import machine_class
+from gpuvm.testing.mutants import MUTANTS, Mutant
 
 
 def _budget() -> settings:
@@ -39,15 +39,15 @@ def test_machine_catches_mutant(mutant: Mutant) -> None:
 
 @pytest.mark.parametrize("mutant", [m for m in MUTANTS.values() if m.patch is not None], ids=str)
 def test_patches_are_undone(mutant: Mutant) -> None:
-    import gpuvm.file
-    import gpuvm.prime
-    from gpuvm.vm import GpuVm
+    import gpuvm.drm.file
+    import gpuvm.drm.prime
+    from gpuvm.core.vm import GpuVm
 
     def state() -> tuple[object, ...]:
         return (
             *(GpuVm.__dict__[n] for n in ("apply", "unlink", "bo_create", "_remove", "bind")),
-            gpuvm.file._check_bind,
-            gpuvm.prime.fd_to_handle,
+            gpuvm.drm.file._check_bind,
+            gpuvm.drm.prime.fd_to_handle,
         )
 
     before = state()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gpuvm import EventLog, GemObject
-from gpuvm.errors import (
+from gpuvm.core.errors import (
     Busy,
     GpuvmError,
     InvalidValue,
@@ -18,8 +18,8 @@ from gpuvm.errors import (
     NotPinned,
     PinnedBuffer,
 )
-from gpuvm.events import Migrated, Warning
-from gpuvm.placement import (
+from gpuvm.core.events import Migrated, Warning
+from gpuvm.drm.placement import (
     AMDGPU_EVICTION,
     GIB,
     MIB,

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from gpuvm import EventLog, GemObject
-from gpuvm.errors import GpuvmError
-from gpuvm.events import Migrated
-from gpuvm.placement import (
+from gpuvm.core.errors import GpuvmError
+from gpuvm.core.events import Migrated
+from gpuvm.drm.placement import (
     Backing,
     Domain,
     MemoryManager,

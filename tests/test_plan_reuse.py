@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from gpuvm import EventBus, GemObject
-from gpuvm.driver import ManagedVm
-from gpuvm.errors import UseAfterFree
+from gpuvm.core.errors import UseAfterFree
+from gpuvm.drm.driver import ManagedVm
 from legacy import AddressSpace, path
 from legacy.vma import KernelVm
 

@@ -10,20 +10,20 @@ import pytest
 from flip_scenarios import FB_SIZE, SECTION5, freed, of, reimport
 
 from gpuvm import EventLog, explain
-from gpuvm.device import Device, format_cycle, snapshot
-from gpuvm.driver import DriverVm, ManagedVm
-from gpuvm.errors import Busy, UseAfterFree
-from gpuvm.events import Mapped, Unmapped, VmaCreated, VmaDestroyed
-from gpuvm.file import BindMap, BindUnmap
-from gpuvm.kms import Framebuffer
-from gpuvm.policies import (
+from gpuvm.core.errors import Busy, UseAfterFree
+from gpuvm.core.events import Mapped, Unmapped, VmaCreated, VmaDestroyed
+from gpuvm.core.refs import cycles
+from gpuvm.drm.device import Device, format_cycle, snapshot
+from gpuvm.drm.driver import DriverVm, ManagedVm
+from gpuvm.drm.file import BindMap, BindUnmap
+from gpuvm.drm.kms import Framebuffer
+from gpuvm.drm.policies import (
     POLICIES,
     GpuvmVmaRef,
     TeardownPolicy,
     dangling_vm_bos,
     make_policy,
 )
-from gpuvm.refs import cycles
 from legacy import path
 
 # --- legacy.md section 6: extra VA operations per frame for a GPU consumer ------------------

@@ -9,13 +9,13 @@ import errno as E
 import pytest
 
 from gpuvm import explain
-from gpuvm.device import Device, snapshot
-from gpuvm.dmabuf import DmaBuf, FdTable, dma_buf_holder, fd_holder
-from gpuvm.driver import Bo
-from gpuvm.errors import BadFd, BadHandle, InvalidValue, UseAfterFree
-from gpuvm.file import DrmFile
-from gpuvm.prime import DRM_CLOEXEC, DRM_RDWR
-from gpuvm.refs import cycles
+from gpuvm.core.errors import BadFd, BadHandle, InvalidValue, UseAfterFree
+from gpuvm.core.refs import cycles
+from gpuvm.drm.device import Device, snapshot
+from gpuvm.drm.dmabuf import DmaBuf, FdTable, dma_buf_holder, fd_holder
+from gpuvm.drm.driver import Bo
+from gpuvm.drm.file import DrmFile
+from gpuvm.drm.prime import DRM_CLOEXEC, DRM_RDWR
 
 SIZE = 1 << 20
 

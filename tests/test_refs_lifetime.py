@@ -33,8 +33,8 @@ from gpuvm import (
     explain,
     gem_evict,
 )
-from gpuvm.events import Freed, RefPut, Validated, VmBoCreated, VmBoDestroyed
-from gpuvm.refs import cycles, holder_chains
+from gpuvm.core.events import Freed, RefPut, Validated, VmBoCreated, VmBoDestroyed
+from gpuvm.core.refs import cycles, holder_chains
 
 WALK = Holder("list walk")
 

@@ -7,8 +7,10 @@ import json
 
 import pytest
 
-from gpuvm.cli import main
-from gpuvm.dmabuf_scenarios import (
+from gpuvm.core.errors import InvalidValue
+from gpuvm.drm.placement import MIB
+from gpuvm.study.cli import main
+from gpuvm.study.dmabuf_scenarios import (
     FRAME_BYTES,
     SCENARIOS,
     ScenarioResult,
@@ -24,8 +26,6 @@ from gpuvm.dmabuf_scenarios import (
     s7_igpu_client_dgpu_display,
     v_vram_only_import,
 )
-from gpuvm.errors import InvalidValue
-from gpuvm.placement import MIB
 
 MS_PER_BUFFER_24 = 1.38  # 33,177,600 B at 24 GB/s
 

@@ -42,7 +42,7 @@ from gpuvm import (
     Va,
     ZeroRange,
 )
-from gpuvm.events import Mapped, TlbInvalidated, Unmapped
+from gpuvm.core.events import Mapped, TlbInvalidated, Unmapped
 
 # --- worlds: VM windows and the values requests are drawn from ---------------------------
 

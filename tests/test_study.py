@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-import gpuvm.study as study_mod
-from gpuvm.costs import UnknownPreset, get_preset
-from gpuvm.report import write_report
-from gpuvm.study import ROW_KEYS, Study, default_workloads, dumps_rows, run_study
-from gpuvm.workloads import UnknownPolicy, WorkloadError, run_spec
+import gpuvm.study.runner as study_mod
+from gpuvm.observe.costs import UnknownPreset, get_preset
+from gpuvm.study.report import write_report
+from gpuvm.study.runner import ROW_KEYS, Study, default_workloads, dumps_rows, run_study
+from gpuvm.study.workloads import UnknownPolicy, WorkloadError, run_spec
 
 FRAMES = 16
 POLICIES = ("legacy_pre_6_17", "gpuvm_eager", "gpuvm_vma_ref")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
 from gpuvm import GemObject, GpuVm, MapRequest
-from gpuvm.mutants import MUTANTS
+from gpuvm.observe.trace import replay
 from gpuvm.testing import (
     PAGE,
     bind_requests,
@@ -26,7 +26,7 @@ from gpuvm.testing import (
     map_requests,
     unmap_requests,
 )
-from gpuvm.trace import replay
+from gpuvm.testing.mutants import MUTANTS
 
 CORRECT = ["legacy_pre_6_17", "gpuvm_eager", "gpuvm_vma_ref", "separate_tracker"]
 KINDS = ["vm_bind", "legacy", "prime"]
@@ -112,9 +112,10 @@ def test_import_without_hypothesis_is_a_clear_error() -> None:
     code = (
         "import sys\n"
         "sys.modules['hypothesis'] = None\n"
-        "import gpuvm, gpuvm.checker, gpuvm.trace, gpuvm.mutants\n"
+        "import gpuvm, gpuvm.observe.checker, gpuvm.observe.trace, gpuvm.testing.mutants\n"
+        "import gpuvm.testing  # the package itself imports without hypothesis\n"
         "try:\n"
-        "    import gpuvm.testing\n"
+        "    from gpuvm.testing import machine_for\n"
         "except ImportError as e:\n"
         "    print('ERR', e)\n"
     )
@@ -126,7 +127,8 @@ def test_import_without_hypothesis_is_a_clear_error() -> None:
 
 def test_core_and_checker_do_not_import_hypothesis() -> None:
     code = (
-        "import sys, gpuvm, gpuvm.checker, gpuvm.trace, gpuvm.mutants, gpuvm.cli\n"
+        "import sys, gpuvm, gpuvm.observe.checker, gpuvm.observe.trace\n"
+        "import gpuvm.testing.mutants, gpuvm.study.cli\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'hypothesis'))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from gpuvm import cli, trace
-from gpuvm.errors import GpuvmError
-from gpuvm.trace import Session, TraceError, load, replay
+from gpuvm.core.errors import GpuvmError
+from gpuvm.observe import trace
+from gpuvm.observe.trace import Session, TraceError, load, replay
+from gpuvm.study import cli
 
 P = 4096
 BASE = 1 << 32
@@ -274,7 +275,7 @@ def test_unknown_domain_is_a_trace_error() -> None:
 
 
 def test_refused_dmabuf_ops_change_nothing() -> None:
-    from gpuvm.device import snapshot
+    from gpuvm.drm.device import snapshot
 
     s = Session()
     dg = s.do(

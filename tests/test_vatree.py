@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gpuvm.vatree import RefDirection, VaIndex
+from gpuvm.core.vatree import RefDirection, VaIndex
 
 MASK = (1 << 64) - 1
 

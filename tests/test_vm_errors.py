@@ -51,7 +51,7 @@ from gpuvm import (
     VmBo,
     ZeroRange,
 )
-from gpuvm.events import Freed
+from gpuvm.core.events import Freed
 
 TOP = 1 << 64
 

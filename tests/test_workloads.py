@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from gpuvm.costs import CostCounters, UnknownResolution
-from gpuvm.errors import GpuvmError, ModeError
-from gpuvm.workloads import (
+from gpuvm.core.errors import GpuvmError, ModeError
+from gpuvm.observe.costs import CostCounters, UnknownResolution
+from gpuvm.study.workloads import (
     UnknownPolicy,
     WorkloadError,
     WorkloadSpec,

@@ -1,0 +1,7 @@
+"""``python -m gpuvm``: the ``gpuvm`` command line."""
+
+import sys
+
+from gpuvm.study.cli import main
+
+sys.exit(main())

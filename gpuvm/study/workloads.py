@@ -1,0 +1,516 @@
+"""Workloads: pageflips and dma-buf re-imports as plain functions over the driver layer.
+
+* :func:`pageflip` runs a display compositor for ``frames`` frames on an msm device with a
+  teardown policy: ``layers`` planes, each flipping through a swapchain of
+  ``swapchain_depth`` scanout buffers of a named resolution.  The buffers come from the
+  compositor's own swapchain, a client of the same device, or a foreign device (a dma-buf
+  from a discrete GPU or a dma-heap), imported with a compositor's pattern (weston keeps
+  its handle, wlroots closes it after ``ADDFB2``, Android's slot cache, or a framebuffer
+  re-created every frame) (``legacy.md`` section 5, costs spec section 7).
+* :func:`reimport` runs a GPU consumer that textures from an imported buffer in its own
+  context VM, importing it again every frame and keeping or closing its handle
+  (``legacy.md`` section 6).
+
+Each frame ends with a :class:`~gpuvm.core.events.FrameEnd` on the device's bus, so
+:class:`~gpuvm.observe.costs.CostCounters` split the run into frames; the first ``warmup`` frames
+(default ``swapchain_depth + 1``: every buffer's first use) are left out of the steady state.
+The model is clock-free: a :class:`WorkloadRun` holds counts, and presets price them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Final
+
+import attrs
+
+from gpuvm.core.errors import InvalidValue
+from gpuvm.core.events import FrameEnd
+from gpuvm.drm.device import Device
+from gpuvm.drm.dmabuf import FdTable
+from gpuvm.drm.file import BindMap, BindUnmap, DrmFile
+from gpuvm.drm.kms import Framebuffer, Plane
+from gpuvm.drm.policies import POLICIES, TeardownPolicy
+from gpuvm.observe.costs import CostCounters, Counts, Resolution, resolution
+
+__all__ = [
+    "CONSUMERS",
+    "PAGEFLIP_PATTERNS",
+    "REIMPORT_PATTERNS",
+    "REIMPORT_SOURCES",
+    "SOURCES",
+    "UnknownPolicy",
+    "WorkloadError",
+    "WorkloadRun",
+    "WorkloadSpec",
+    "check_policy",
+    "pageflip",
+    "reimport",
+    "run_spec",
+]
+
+PolicyArg = str | TeardownPolicy | type[TeardownPolicy]
+
+SOURCES: Final[Mapping[str, str]] = {
+    "swapchain": "the compositor's own swapchain (it keeps its GBM buffers and handles)",
+    "client": "a client of the same msm device shares dma-bufs and keeps its handles",
+    "foreign": "dma-bufs of another DRM device (separate_gpu_kms, a dGPU, a dma-heap)",
+}
+"""Where the scanout buffers of :func:`pageflip` come from."""
+
+PAGEFLIP_PATTERNS: Final[Mapping[str, str]] = {
+    "own": "no import: the compositor flips the buffers it allocated (swapchain only)",
+    "weston": "import once, keep the GEM handle (gbm_bo_import), cache the framebuffer",
+    "wlroots": "import once, ADDFB2, close the GEM handle at once; the framebuffer is cached",
+    "android": "framebuffer per layer slot, handle kept; PRIME_FD_TO_HANDLE every frame "
+    "hits the per-file cache (older drm_hwcomposer)",
+    "recreate": "no cache: import, ADDFB2, close the handle, flip and RMFB the previous "
+    "framebuffer every frame",
+}
+"""How a compositor imports a client's buffer (costs spec section 7)."""
+
+REIMPORT_SOURCES: Final[Mapping[str, str]] = {
+    "same_device": "the producer is another file of the same device (self-import)",
+    "foreign": "the producer is another DRM device (a new GEM object per import)",
+}
+REIMPORT_PATTERNS: Final[Mapping[str, str]] = {
+    "keep_handle": "import every frame; the handle stays open (the PRIME cache hits)",
+    "close_each_frame": "import, submit, wait, close the handle: every frame",
+}
+CONSUMERS: Final[Mapping[str, str]] = {
+    "legacy": "legacy context VM (the kernel maps at submit)",
+    "vm_bind": "VM_BIND context (userspace maps on import, unmaps before close)",
+}
+
+
+class WorkloadError(InvalidValue):
+    """A workload parameter that is not valid (``-EINVAL``)."""
+
+
+class UnknownPolicy(WorkloadError):
+    """A teardown policy name that is not in :data:`~gpuvm.drm.policies.POLICIES`."""
+
+
+def check_policy(policy: PolicyArg) -> str:
+    """The name of ``policy``; an unknown name raises :class:`UnknownPolicy`."""
+    if isinstance(policy, str):
+        if policy not in POLICIES:
+            raise UnknownPolicy(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+        return policy
+    return policy.name
+
+
+def _check_int(name: str, value: object, low: int) -> int:
+    if type(value) is not int or value < low:
+        raise WorkloadError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _check_hz(value: object) -> float:
+    if type(value) not in (int, float) or not value > 0 or value == float("inf"):  # type: ignore[operator]
+        raise WorkloadError(f"refresh_hz must be a number > 0, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _check_choice(name: str, value: object, table: Mapping[str, str]) -> str:
+    if not isinstance(value, str) or value not in table:
+        raise WorkloadError(f"unknown {name} {value!r}; known: {', '.join(table)}")
+    return value
+
+
+@attrs.frozen(slots=True)
+class WorkloadSpec:
+    """Every parameter of one workload run, as a value (what a study row is keyed by).
+
+    ``workload`` is ``"pageflip"`` or ``"reimport"``; ``source`` / ``pattern`` /
+    ``consumer`` take the names of :data:`SOURCES` / :data:`PAGEFLIP_PATTERNS` (pageflip,
+    consumer ``"kms"``) or :data:`REIMPORT_SOURCES` / :data:`REIMPORT_PATTERNS` /
+    :data:`CONSUMERS` (reimport).  ``swapchain_depth`` is the buffers per layer (reimport:
+    buffers imported per frame).  ``warmup`` frames are left out of the steady state."""
+
+    workload: str
+    source: str
+    pattern: str
+    consumer: str
+    resolution: str
+    refresh_hz: float
+    layers: int
+    swapchain_depth: int
+    frames: int
+    warmup: int
+
+    @property
+    def case(self) -> str:
+        """A short unique name, e.g. ``pageflip/foreign/wlroots`` or
+        ``reimport/foreign/close_each_frame/vm_bind``."""
+        if self.workload == "pageflip":
+            return f"pageflip/{self.source}/{self.pattern}"
+        return f"reimport/{self.source}/{self.pattern}/{self.consumer}"
+
+    def validate(self) -> None:
+        """Raise :class:`WorkloadError` (or ``UnknownResolution``) for any bad field."""
+        resolution(self.resolution)
+        _check_hz(self.refresh_hz)
+        _check_int("layers", self.layers, 1)
+        _check_int("swapchain_depth", self.swapchain_depth, 1)
+        _check_int("frames", self.frames, 1)
+        _check_int("warmup", self.warmup, 0)
+        if self.warmup >= self.frames:
+            raise WorkloadError(
+                f"frames ({self.frames}) must exceed the {self.warmup} warm-up frames"
+            )
+        if self.workload == "pageflip":
+            _check_choice("source", self.source, SOURCES)
+            _check_choice("pattern", self.pattern, PAGEFLIP_PATTERNS)
+            if (self.source == "swapchain") != (self.pattern == "own"):
+                raise WorkloadError(
+                    "pattern 'own' goes with source 'swapchain' only, and the swapchain has "
+                    f"no import pattern (got source {self.source!r}, pattern {self.pattern!r})"
+                )
+            if self.consumer != "kms":
+                raise WorkloadError(f"a pageflip's consumer is 'kms', got {self.consumer!r}")
+        elif self.workload == "reimport":
+            _check_choice("source", self.source, REIMPORT_SOURCES)
+            _check_choice("pattern", self.pattern, REIMPORT_PATTERNS)
+            _check_choice("consumer", self.consumer, CONSUMERS)
+        else:
+            raise WorkloadError(f"unknown workload {self.workload!r}; known: pageflip, reimport")
+
+
+@attrs.define(slots=True, eq=False)
+class WorkloadRun:
+    """The outcome of one workload under one policy: the spec, the device (closed if the
+    run was torn down) and its counters, the steady-state counts (``steady.frames`` frames
+    after warm-up), and, after a teardown, the device's leak report and lifetime reports
+    (use-after-free)."""
+
+    spec: WorkloadSpec
+    policy: str
+    device: Device
+    counters: CostCounters
+    steady: Counts
+    warmup_counts: Counts
+    leaks: list[str] = attrs.field(factory=list)
+    reports: list[str] = attrs.field(factory=list)
+    torn_down: bool = False
+
+    def per_flip(self) -> dict[str, float]:
+        """Steady-state counts per frame (a frame flips every layer once)."""
+        return self.steady.per_frame()
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _foreign_exporter(n: int, size: int) -> tuple[Device, DrmFile, list[int]]:
+    """Another DRM device (render-only; a dGPU or a dma-heap) exporting ``n`` buffers."""
+    other = Device("nouveau", "gpuvm_vma_ref", name="dgpu", display=False)
+    producer = other.open(name="producer")
+    fds = [producer.prime_handle_to_fd(producer.create_bo(size)) for _ in range(n)]
+    return other, producer, fds
+
+
+def _run(
+    spec: WorkloadSpec,
+    policy: str,
+    device: Device,
+    counters: CostCounters,
+    frame: Callable[[int], None],
+    extra: list[Device],
+    *,
+    teardown: bool,
+    check: bool,
+) -> WorkloadRun:
+    bus = device.bus
+    start = len(counters.frames)
+    for i in range(spec.frames):
+        frame(i)
+        if check:
+            device.check_invariants()
+        bus.emit(FrameEnd(i))
+    steady = counters.frames_sum(start + spec.warmup, start + spec.frames)
+    warm = counters.frames_sum(start, start + spec.warmup)
+    run = WorkloadRun(spec, policy, device, counters, steady, warm)
+    if teardown:
+        _teardown(run, extra)
+    return run
+
+
+def _teardown(run: WorkloadRun, extra: list[Device]) -> None:
+    """Close every file, fd table and device: the leak report says what stays alive."""
+    for dev in [run.device, *extra]:
+        tables: dict[int, FdTable] = {id(f.fds): f.fds for f in dev.files}
+        for f in list(dev.files):
+            f.close()
+        for t in tables.values():
+            t.close_all()
+    run.leaks = run.device.close()
+    for dev in extra:
+        if not dev.closed:
+            dev.close()
+    run.reports = list(run.device.reports)
+    run.torn_down = True
+
+
+def _make(
+    policy: PolicyArg, counters: CostCounters | None, **kw: object
+) -> tuple[Device, CostCounters]:
+    device = Device("msm", policy, **kw)  # type: ignore[arg-type]
+    if counters is None:
+        counters = CostCounters(device.bus)
+    else:
+        counters.attach(device.bus)
+    return device, counters
+
+
+# --- pageflip ------------------------------------------------------------------------------
+
+
+def pageflip(
+    resolution: str | Resolution = "1080p",
+    refresh_hz: float = 60,
+    swapchain_depth: int = 3,
+    layers: int = 1,
+    frames: int = 120,
+    *,
+    source: str = "swapchain",
+    pattern: str | None = None,
+    policy: PolicyArg = "gpuvm_vma_ref",
+    counters: CostCounters | None = None,
+    warmup: int | None = None,
+    teardown: bool = False,
+    check: bool = False,
+) -> WorkloadRun:
+    """A compositor flipping ``layers`` planes for ``frames`` frames on an msm device with
+    ``policy``: each plane cycles through ``swapchain_depth`` buffers of ``resolution``
+    (``msm_framebuffer_prepare`` / ``cleanup`` at each atomic commit).
+
+    ``source`` is ``"swapchain"`` (pattern ``"own"``, the default for it), ``"client"`` or
+    ``"foreign"`` (pattern ``"weston"``, the default, ``"wlroots"``, ``"android"`` or
+    ``"recreate"``); see :data:`SOURCES` and :data:`PAGEFLIP_PATTERNS`.  ``counters``
+    (attached to the new device's bus) default to fresh ones; ``teardown`` closes everything
+    afterwards and fills the run's leak report; ``check`` runs the device's invariants
+    every frame.  Bad parameters raise :class:`WorkloadError` before anything runs."""
+    if pattern is None:
+        pattern = "own" if source == "swapchain" else "weston"
+    res = _resolution_name(resolution)
+    spec = WorkloadSpec(
+        "pageflip",
+        source,
+        pattern,
+        "kms",
+        res,
+        refresh_hz,
+        layers,
+        swapchain_depth,
+        frames,
+        swapchain_depth + 1 if warmup is None else warmup,
+    )
+    spec.validate()
+    name = check_policy(policy)
+    size = _size(resolution)
+    device, counters = _make(policy, counters, planes=layers)
+    comp = device.open(name="compositor")
+    extra: list[Device] = []
+    n = swapchain_depth
+    planes: list[Plane] = list(device.planes)
+    frame: Callable[[int], None]
+
+    if source == "swapchain":
+        fbs = [[comp.add_fb(comp.create_bo(size)) for _ in range(n)] for _ in planes]
+
+        def frame(i: int) -> None:
+            for plane, chain in zip(planes, fbs, strict=True):
+                comp.page_flip(plane, chain[i % n])
+
+    else:
+        # Each layer's buffers reach the compositor as fds in its process.
+        if source == "client":
+            client = device.open(name="client")
+            fds = [
+                [
+                    client.fds.send(client.prime_handle_to_fd(client.create_bo(size)), comp.fds)
+                    for _ in range(n)
+                ]
+                for _ in planes
+            ]
+        else:
+            other, producer, flat = _foreign_exporter(n * layers, size)
+            extra.append(other)
+            mine = [producer.fds.send(fd, comp.fds) for fd in flat]
+            fds = [mine[k * n : (k + 1) * n] for k in range(layers)]
+        if pattern == "recreate":
+            shown: list[Framebuffer | None] = [None] * layers
+
+            def frame(i: int) -> None:
+                for k, plane in enumerate(planes):
+                    h = comp.prime_fd_to_handle(fds[k][i % n])
+                    fb = comp.add_fb(h)
+                    comp.gem_close(h)
+                    comp.page_flip(plane, fb)
+                    old = shown[k]
+                    if old is not None:
+                        comp.rm_fb(old)
+                    shown[k] = fb
+
+        else:
+            fbs = []
+            for layer_fds in fds:
+                chain = []
+                for fd in layer_fds:
+                    h = comp.prime_fd_to_handle(fd)
+                    chain.append(comp.add_fb(h))
+                    if pattern == "wlroots":
+                        comp.gem_close(h)
+                fbs.append(chain)
+            if pattern == "android":
+
+                def frame(i: int) -> None:
+                    for k, plane in enumerate(planes):
+                        comp.prime_fd_to_handle(fds[k][i % n])  # cache hit: same handle
+                        comp.page_flip(plane, fbs[k][i % n])
+
+            else:
+
+                def frame(i: int) -> None:
+                    for plane, chain in zip(planes, fbs, strict=True):
+                        comp.page_flip(plane, chain[i % n])
+
+    return _run(spec, name, device, counters, frame, extra, teardown=teardown, check=check)
+
+
+# --- reimport ------------------------------------------------------------------------------
+
+
+def reimport(
+    pattern: str = "close_each_frame",
+    frames: int = 120,
+    *,
+    source: str = "same_device",
+    consumer: str = "legacy",
+    resolution: str | Resolution = "1080p",
+    refresh_hz: float = 60,
+    buffers: int = 1,
+    policy: PolicyArg = "gpuvm_vma_ref",
+    counters: CostCounters | None = None,
+    warmup: int | None = None,
+    teardown: bool = False,
+    check: bool = False,
+) -> WorkloadRun:
+    """A GPU consumer on an msm device with ``policy`` texturing from ``buffers`` imported
+    buffers in its own context VM: every frame it calls ``PRIME_FD_TO_HANDLE`` on each fd,
+    submits, waits, and with ``pattern="close_each_frame"`` closes the handles.
+    ``consumer="vm_bind"`` makes it a VM_BIND file that maps each buffer on import and
+    unmaps it before closing (a policy without VM_BIND raises ``ModeError``).  ``source``
+    is ``"same_device"`` (self-import) or ``"foreign"``.  Other arguments as
+    :func:`pageflip`."""
+    res = _resolution_name(resolution)
+    spec = WorkloadSpec(
+        "reimport",
+        source,
+        pattern,
+        consumer,
+        res,
+        refresh_hz,
+        1,
+        buffers,
+        frames,
+        2 if warmup is None else warmup,
+    )
+    spec.validate()
+    name = check_policy(policy)
+    size = _size(resolution)
+    span = size + (-size % 4096)
+    device, counters = _make(policy, counters, name="gpu", display=False)
+    consumer_file = device.open(name="consumer")
+    vm_bind = consumer == "vm_bind"
+    if vm_bind:
+        consumer_file.set_param_vm_bind()
+    extra: list[Device] = []
+    if source == "foreign":
+        other, producer, flat = _foreign_exporter(buffers, size)
+        extra.append(other)
+        fds = [producer.fds.send(fd, consumer_file.fds) for fd in flat]
+    else:
+        prod = device.open(name="producer")
+        fds = [
+            prod.fds.send(prod.prime_handle_to_fd(prod.create_bo(size)), consumer_file.fds)
+            for _ in range(buffers)
+        ]
+    base = device.context_window[0]
+    addrs = [base + k * span for k in range(buffers)]
+    bound: dict[int, int] = {}
+    close = pattern == "close_each_frame"
+
+    def frame(i: int) -> None:
+        handles = [consumer_file.prime_fd_to_handle(fd) for fd in fds]
+        if vm_bind:
+            binds = [BindMap(addrs[k], span, h) for k, h in enumerate(handles) if k not in bound]
+            if binds:
+                consumer_file.vm_bind(binds)
+            bound.update((k, h) for k, h in enumerate(handles))
+            consumer_file.exec()
+        else:
+            consumer_file.submit(handles)
+        device.retire_all()
+        if close:
+            if vm_bind:
+                consumer_file.vm_bind([BindUnmap(addrs[k], span) for k in sorted(bound)])
+                bound.clear()
+            for h in dict.fromkeys(handles):
+                consumer_file.gem_close(h)
+
+    return _run(spec, name, device, counters, frame, extra, teardown=teardown, check=check)
+
+
+def run_spec(
+    spec: WorkloadSpec,
+    policy: PolicyArg,
+    *,
+    counters: CostCounters | None = None,
+    teardown: bool = False,
+    check: bool = False,
+) -> WorkloadRun:
+    """Run the workload ``spec`` describes under ``policy``."""
+    if spec.workload == "pageflip":
+        return pageflip(
+            spec.resolution,
+            spec.refresh_hz,
+            spec.swapchain_depth,
+            spec.layers,
+            spec.frames,
+            source=spec.source,
+            pattern=spec.pattern,
+            policy=policy,
+            counters=counters,
+            warmup=spec.warmup,
+            teardown=teardown,
+            check=check,
+        )
+    if spec.workload == "reimport":
+        return reimport(
+            spec.pattern,
+            spec.frames,
+            source=spec.source,
+            consumer=spec.consumer,
+            resolution=spec.resolution,
+            refresh_hz=spec.refresh_hz,
+            buffers=spec.swapchain_depth,
+            policy=policy,
+            counters=counters,
+            warmup=spec.warmup,
+            teardown=teardown,
+            check=check,
+        )
+    spec.validate()
+    raise AssertionError("unreachable")
+
+
+def _resolution_name(res: str | Resolution) -> str:
+    if isinstance(res, Resolution):
+        return res.name
+    return resolution(res).name
+
+
+def _size(res: str | Resolution) -> int:
+    return resolution(res).size

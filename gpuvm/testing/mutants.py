@@ -1,0 +1,278 @@
+"""Deliberately broken policies and core variants: the proof that the checks can fail.
+
+Each :class:`Mutant` names a known way to get GPU VA lifetimes wrong, the teardown policy
+to run with it, the state machine of :mod:`gpuvm.testing` expected to catch it, and (for a
+core or driver variant) a context manager that patches the model *in memory* for the
+duration of a run (``with mutant.active(): ...``); no source file is edited and everything
+is restored on exit.  ``tests/test_mutants.py`` asserts that every machine run under a
+mutant fails within the CI example budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+
+from gpuvm.drm.policies import GpuvmVmaRef, TeardownPolicy
+
+__all__ = ["MUTANTS", "Mutant", "SkipUnmapAtHandleClose", "patched"]
+
+
+@contextlib.contextmanager
+def patched(owner: object, name: str, value: object) -> Iterator[None]:
+    """Set ``owner.name = value`` for the duration of the block."""
+    old = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, old)
+
+
+@attrs.frozen(slots=True)
+class Mutant:
+    """A broken variant: run ``policy`` through machine ``machine`` with ``patch`` active."""
+
+    name: str
+    description: str
+    policy: Any
+    machine: str
+    patch: Callable[[], contextlib.AbstractContextManager[None]] | None = None
+
+    def active(self) -> contextlib.AbstractContextManager[None]:
+        return self.patch() if self.patch is not None else contextlib.nullcontext()
+
+
+# --- core variants ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def forget_unlink_on_remap() -> Iterator[None]:
+    """A driver's REMAP step that inserts the pieces but never unlinks the old VA: the old
+    VA keeps its VmBo reference after it is removed and freed."""
+    from gpuvm.core.vm import GpuVm
+
+    orig_apply, orig_unlink = GpuVm.apply, GpuVm.unlink
+    depth = [0]
+
+    def apply(self: GpuVm, ops: Any) -> Any:
+        depth[0] += 1
+        try:
+            return orig_apply(self, ops)
+        finally:
+            depth[0] -= 1
+
+    def unlink(self: GpuVm, va: Any) -> None:
+        if depth[0] and not va.inserted:  # the REMAP branch unlinks after removing
+            return
+        orig_unlink(self, va)
+
+    with patched(GpuVm, "apply", apply), patched(GpuVm, "unlink", unlink):
+        yield
+
+
+@contextlib.contextmanager
+def drop_vm_bo_buffer_ref() -> Iterator[None]:
+    """``drm_gpuvm_bo_create`` that does not take its buffer reference: a mapping no longer
+    keeps its buffer alive, so closing the last handle frees a mapped buffer."""
+    from gpuvm.core.vm import GpuVm
+
+    orig = GpuVm.bo_create
+
+    def bo_create(self: GpuVm, obj: Any, holder: object = None) -> Any:
+        vm_bo = orig(self, obj) if holder is None else orig(self, obj, holder)
+        vm_bo.holds_obj = False
+        obj.refs.put(vm_bo)
+        return vm_bo
+
+    with patched(GpuVm, "bo_create", bo_create):
+        yield
+
+
+@contextlib.contextmanager
+def leave_freed_node_in_va_index() -> Iterator[None]:
+    """``drm_gpuva_remove`` that drops the VM reference but leaves the node in the VA index:
+    lookups then return a VA the driver has freed."""
+    from gpuvm.core.vm import GpuVm
+
+    def _remove(self: GpuVm, va: Any) -> None:
+        va.inserted = False
+        self.generation += 1
+        self.put(va)
+
+    with patched(GpuVm, "_remove", _remove):
+        yield
+
+
+@contextlib.contextmanager
+def leak_refs_on_failed_bind() -> Iterator[None]:
+    """A multi-op VM_BIND without up-front validation that applies each op as it goes and,
+    when one fails, returns the error without rolling back or dropping the references it
+    took for the bind."""
+    import gpuvm.drm.file
+    from gpuvm.core.ops import MapRequest
+    from gpuvm.core.refs import Holder
+    from gpuvm.core.vm import GpuVm
+
+    bind_holder = Holder("bind")
+
+    def bind(self: GpuVm, requests: Any) -> Any:
+        reqs = list(requests)
+        self.get(bind_holder)
+        for req in reqs:
+            if isinstance(req, MapRequest) and req.obj is not None:
+                req.obj.get(bind_holder)
+        created: list[Any] = []
+        for req in reqs:  # an error escapes with everything so far applied and held
+            if isinstance(req, MapRequest):
+                created += self.apply(self.sm_map_ops(req))
+            else:
+                created += self.apply(self.sm_unmap_ops(req.addr, req.range))
+        for req in reqs:
+            if isinstance(req, MapRequest) and req.obj is not None:
+                req.obj.put(bind_holder)
+        self.put(bind_holder)
+        return created
+
+    def no_check(vm: Any, reqs: Any) -> None:
+        return None
+
+    with patched(GpuVm, "bind", bind), patched(gpuvm.drm.file, "_check_bind", no_check):
+        yield
+
+
+@contextlib.contextmanager
+def split_drops_attributes() -> Iterator[None]:
+    """A REMAP that re-creates the pieces of a split VA with default flags, losing the
+    per-VA attributes (a null/sparse mapping's piece becomes non-sparse)."""
+    from gpuvm.core.ops import RemapOp
+    from gpuvm.core.vm import GpuVm
+
+    orig = GpuVm.apply
+
+    def apply(self: GpuVm, ops: Any) -> Any:
+        pieces = {
+            (p.addr, p.range)
+            for op in ops
+            if isinstance(op, RemapOp)
+            for p in (op.prev, op.next)
+            if p is not None
+        }
+        created = orig(self, ops)
+        for va in created:
+            if (va.addr, va.range) in pieces:
+                va.sparse = False
+        return created
+
+    with patched(GpuVm, "apply", apply):
+        yield
+
+
+# --- driver variants and broken policies -----------------------------------------------
+
+
+@contextlib.contextmanager
+def cache_imports_by_fd() -> Iterator[None]:
+    """A PRIME import cache keyed by fd *number* instead of by dma-buf: after the fd is
+    closed and the number reused for another dma-buf, the import returns the old handle."""
+    import gpuvm.drm.prime
+
+    orig = gpuvm.drm.prime.fd_to_handle
+    # Per file.  Each entry keeps its file alive: were it keyed by id(file) alone, a new
+    # file reusing a dead one's address would inherit its entries, and a state machine's
+    # runs would depend on memory reuse (hypothesis reports that as flaky data generation).
+    caches: dict[int, tuple[Any, dict[int, int]]] = {}
+
+    def fd_to_handle(file: Any, fd: int, *rest: Any) -> int:
+        cache = caches.setdefault(id(file), (file, {}))[1]
+        hit = cache.get(fd)
+        if hit is not None and hit in file.handles:
+            file.fds.get(fd)  # still refuses a closed fd
+            return hit
+        h = orig(file, fd, *rest)
+        cache[fd] = h
+        return h
+
+    with patched(gpuvm.drm.prime, "fd_to_handle", fd_to_handle):
+        yield
+
+
+class SkipUnmapAtHandleClose(GpuvmVmaRef):
+    """msm 6.17 with the handle-close teardown forgotten: neither the handle's ``vma_ref``
+    nor the legacy context VMA is dropped when a handle closes."""
+
+    name = "skip_unmap_at_handle_close"
+
+    def on_handle_close(self, file: Any, handle: int, bo: Any) -> None:
+        TeardownPolicy.on_handle_close(self, file, handle, bo)
+
+
+MUTANTS: dict[str, Mutant] = {
+    m.name: m
+    for m in (
+        Mutant(
+            "forget_unlink_on_remap",
+            "REMAP removes the old VA but never unlinks it (its VmBo reference leaks)",
+            "gpuvm_vma_ref",
+            "vm_bind",
+            forget_unlink_on_remap,
+        ),
+        Mutant(
+            "drop_vm_bo_buffer_ref",
+            "a VmBo does not hold its buffer: closing the last handle frees a mapped buffer",
+            "gpuvm_vma_ref",
+            "vm_bind",
+            drop_vm_bo_buffer_ref,
+        ),
+        Mutant(
+            "skip_unmap_at_handle_close",
+            "handle close neither drops vma_ref nor tears the context VMA down",
+            SkipUnmapAtHandleClose,
+            "legacy",
+        ),
+        Mutant(
+            "cache_imports_by_fd",
+            "PRIME imports cached by fd number: a reused fd returns a stale buffer",
+            "gpuvm_vma_ref",
+            "prime",
+            cache_imports_by_fd,
+        ),
+        Mutant(
+            "leave_freed_node_in_va_index",
+            "remove drops the VM reference but leaves the freed VA in the index",
+            "gpuvm_vma_ref",
+            "vm_bind",
+            leave_freed_node_in_va_index,
+        ),
+        Mutant(
+            "leak_refs_on_failed_bind",
+            "a multi-op bind whose later op fails keeps earlier ops and the bind's references",
+            "gpuvm_vma_ref",
+            "vm_bind",
+            leak_refs_on_failed_bind,
+        ),
+        Mutant(
+            "split_drops_attributes",
+            "a split re-creates the pieces without the old VA's attributes",
+            "gpuvm_vma_ref",
+            "vm_bind",
+            split_drops_attributes,
+        ),
+        Mutant(
+            "weak_ref_quirk",
+            "built-in policy: VmBos without buffer references (use-after-free via extobj)",
+            "weak_ref_quirk",
+            "legacy",
+        ),
+        Mutant(
+            "gpuvm_legacy_trigger",
+            "built-in policy: GPUVM references with teardown at buffer free (cycle leak)",
+            "gpuvm_legacy_trigger",
+            "legacy",
+        ),
+    )
+}
+"""Every mutant by name."""
