@@ -62,7 +62,8 @@ def test_type_checking_imports_count_too(tmp_path: Path) -> None:
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     target = tmp_path / "gpuvm/core/gem.py"
     target.write_text(
-        target.read_text() + "\nif TYPE_CHECKING:\n    from gpuvm.drm.driver import Bo  # wrong way\n"
+        target.read_text()
+        + "\nif TYPE_CHECKING:\n    from gpuvm.drm.driver import Bo  # wrong way\n"
     )
     out = lint(tmp_path)
     assert out.returncode != 0, out.stdout
