@@ -1183,7 +1183,9 @@ class GpuVm:
     # --- invariants -----------------------------------------------------------------------
 
     def check_invariants(self) -> None:
-        """The spec's invariants (section 6) that can be checked from this VM, O(n)."""
+        """Check, in O(n), what drm_gpuvm.c relies on: tree entries valid and disjoint, kernel
+        node present iff ``reserve_range``, VmBo / extobj / evict / deferred lists consistent,
+        VM refcount == owner refs + inserted VAs + VmBos (zombies included)."""
         if self.freed:
             return
         self.index.check()

@@ -19,7 +19,8 @@ allocation: a backing not yet resident is placed at the first map from
 a refused one changes nothing.  The other seams are :attr:`DmaBuf.release_hooks` (the
 exporter's ``release`` op) and :attr:`DmaBuf.attach_hooks` / :attr:`DmaBuf.detach_hooks`.
 
-Reference edges (``dmabuf.md`` section 1), each recorded with its holder:
+Reference edges (``drivers/dma-buf/dma-buf.c``, ``drivers/gpu/drm/drm_prime.c``), each
+recorded with its holder:
 
 1. an open fd -> DmaBuf (``Holder("fd N", who=table)``);
 2. DmaBuf -> exporter buffer (holder: the DmaBuf), dropped at release;
@@ -787,8 +788,8 @@ class DmaBuf:
         )
 
     def check_invariants(self) -> None:
-        """dmabuf spec section 7: nothing attached after release; attachments consistent;
-        pinned backing never moved, and reached by every attachment while a pin is held
+        """Nothing attached after release; attachments consistent; pinned backing never moved,
+        and reached by every attachment while a pin is held
         through the dma-buf (the exporter's own pins, e.g. scanout, may leave a dynamic
         attachment out of reach: its map fails ``-EBUSY``); static mappings of a
         dynamic exporter hold pins; no live (non-stale) mapping points at an old backing;
