@@ -184,7 +184,7 @@ class WorkloadSpec:
 
 @attrs.define(slots=True, eq=False)
 class WorkloadRun:
-    """The outcome of one workload under one policy: the spec, the device (closed if the
+    """The outcome of one workload under one policy: its ``WorkloadSpec``, the device (closed if the
     run was torn down) and its counters, the steady-state counts (``steady.frames`` frames
     after warm-up), and, after a teardown, the device's leak report and lifetime reports
     (use-after-free)."""
