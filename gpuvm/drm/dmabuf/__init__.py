@@ -19,7 +19,8 @@ allocation: a backing not yet resident is placed at the first map from
 a refused one changes nothing.  The other seams are :attr:`DmaBuf.release_hooks` (the
 exporter's ``release`` op) and :attr:`DmaBuf.attach_hooks` / :attr:`DmaBuf.detach_hooks`.
 
-Reference edges (``dmabuf.md`` section 1), each recorded with its holder:
+Reference edges (``drivers/dma-buf/dma-buf.c``, ``drivers/gpu/drm/drm_prime.c``), each
+recorded with its holder:
 
 1. an open fd -> DmaBuf (``Holder("fd N", who=table)``);
 2. DmaBuf -> exporter buffer (holder: the DmaBuf), dropped at release;

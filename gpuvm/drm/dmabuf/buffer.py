@@ -569,7 +569,7 @@ class DmaBuf:
         )
 
     def check_invariants(self) -> None:
-        """dmabuf spec section 7: nothing attached after release; attachments consistent;
+        """Nothing attached after release; attachments consistent;
         pinned backing never moved, and reached by every attachment while a pin is held
         through the dma-buf (the exporter's own pins, e.g. scanout, may leave a dynamic
         attachment out of reach: its map fails ``-EBUSY``); static mappings of a
