@@ -39,6 +39,7 @@ from gpuvm.study.cli.common import (
 )
 from gpuvm.study.cli.dmabuf_cmd import add_dmabuf
 from gpuvm.study.cli.flip_cmd import add_flip
+from gpuvm.study.cli.ingest_cmd import add_ingest
 from gpuvm.study.cli.presets_cmd import add_presets
 from gpuvm.study.cli.replay_cmd import add_replay
 from gpuvm.study.cli.study_cmd import add_study
@@ -64,6 +65,7 @@ COMMANDS: list[AddCommand] = [
     add_cases,
     add_dmabuf,
     add_replay,
+    add_ingest,
 ]
 """The subcommands, in help order.  Append ``add_<name>`` here (or :func:`register` it)."""
 
