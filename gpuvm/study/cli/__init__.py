@@ -43,6 +43,7 @@ from gpuvm.study.cli.ingest_cmd import add_ingest
 from gpuvm.study.cli.presets_cmd import add_presets
 from gpuvm.study.cli.replay_cmd import add_replay
 from gpuvm.study.cli.study_cmd import add_study
+from gpuvm.study.cli.vectors_cmd import add_vectors
 
 __all__ = [
     "COMMANDS",
@@ -66,6 +67,7 @@ COMMANDS: list[AddCommand] = [
     add_dmabuf,
     add_replay,
     add_ingest,
+    add_vectors,
 ]
 """The subcommands, in help order.  Append ``add_<name>`` here (or :func:`register` it)."""
 
