@@ -21,6 +21,7 @@ from gpuvm.core.gem import GemObject, Resv
 from gpuvm.core.refs import cycles, describe, explain
 from gpuvm.core.vm import GpuVm
 from gpuvm.drm.driver import Bo, DriverVm, Job, ManagedVm, make_bo
+from gpuvm.drm.kernels import KernelProfile, kernel_profile
 from gpuvm.drm.modes import FLAVOURS, Flavour
 from gpuvm.drm.placement import (
     AMDGPU_EVICTION,
@@ -57,7 +58,9 @@ class Device:
     """One DRM device.  ``flavour`` (``"msm"`` or ``"nouveau"``, or a
     :class:`~gpuvm.drm.modes.Flavour`) decides the mode-choice table; ``policy`` (a name from
     :data:`~gpuvm.drm.policies.POLICIES`, a class or an instance) decides VM types and teardown
-    points.  ``planes=0`` or ``display=False`` makes a render-only device without a KMS VM.
+    points; ``kernel`` (a name from :data:`~gpuvm.drm.kernels.KERNELS` or a profile; None:
+    the policy's ``default_kernel``) selects the behaviours that changed between kernel
+    versions.  ``planes=0`` or ``display=False`` makes a render-only device without a KMS VM.
     """
 
     __slots__ = (
@@ -72,6 +75,7 @@ class Device:
         "flavour",
         "framebuffers",
         "jobs",
+        "kernel",
         "live_bos",
         "live_vms",
         "mem",
@@ -99,12 +103,15 @@ class Device:
         caps: DeviceCaps | None = None,
         mem: MemoryManager | None = None,
         topology: Topology | None = None,
+        kernel: str | KernelProfile | None = None,
     ) -> None:
         from gpuvm.drm.kms import Plane
 
         self.name = name
         self.flavour = flavour if isinstance(flavour, Flavour) else FLAVOURS[flavour]
         self.policy = make_policy(policy)
+        self.kernel = kernel_profile(self.policy.default_kernel if kernel is None else kernel)
+        """The kernel-version profile (:mod:`gpuvm.drm.kernels`)."""
         self.bus = bus if bus is not None else EventBus()
         self.display_window = display_window
         self.context_window = context_window
@@ -458,11 +465,11 @@ def _bo_state(bo: Bo) -> tuple[object, ...]:
 
 
 def snapshot(*devices: Device) -> tuple[object, ...]:
-    """The driver layer's whole state as a nested tuple: per device its files (mode, VM,
-    handles, handle counts, PRIME cache, framebuffers), fd tables, buffers (holders, handle
-    count, dma-buf, vma_ref, VMAs), VMs (holders, VMAs with iova / mapped / pins, extobj and
-    evict lists, VmBos), dma-bufs, framebuffers, planes and jobs.  Two snapshots compare
-    equal iff nothing observable changed."""
+    """The driver layer's whole state as a nested tuple: per device its kernel profile,
+    files (mode, VM, handles, handle counts, PRIME cache, framebuffers), fd tables, buffers
+    (holders, handle count, dma-buf, vma_ref, VMAs), VMs (holders, VMAs with iova / mapped /
+    pins, extobj and evict lists, VmBos), dma-bufs, framebuffers, planes and jobs.  Two
+    snapshots compare equal iff nothing observable changed."""
     out: list[object] = []
     tables: dict[int, FdTable] = {}
     for dev in devices:
@@ -483,6 +490,7 @@ def snapshot(*devices: Device) -> tuple[object, ...]:
         out.append(
             (
                 repr(dev),
+                dev.kernel.name,
                 dev.closed,
                 tuple(files),
                 tuple(_bo_state(b) for b in dev.live_bos),

@@ -256,6 +256,11 @@ class DrmFile:
         self._ioctl("SET_PARAM")
         if not self.device.policy.supports_vm_bind:
             raise ModeError(f"{self.device.policy.name} has no VM_BIND", errno=errno.EINVAL)
+        if not self.device.kernel.msm_vm_bind:
+            raise ModeError(
+                f"kernel {self.device.kernel.name}: adreno_set_param has no EN_VM_BIND",
+                errno=errno.EINVAL,
+            )
         if not self.device.per_process_pgtables:
             raise ModeError("VM_BIND requires per-process pgtables", errno=errno.EINVAL)
         rule = self._gate("en_vm_bind")

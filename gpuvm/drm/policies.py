@@ -74,10 +74,12 @@ class TeardownPolicy:
     ``-EINVAL``); ``gpuvm_kernel_vms`` (kernel-managed VMs are GPUVM-backed
     :class:`~gpuvm.drm.driver.ManagedVm` instead of legacy address spaces); ``bo_owns_vmas`` and
     ``weak_refs`` (passed to those ManagedVms); ``job_holds_bos`` / ``job_holds_vm_bos``
-    (what a submit holds until retire).
+    (what a submit holds until retire); ``default_kernel`` (the
+    :mod:`~gpuvm.drm.kernels` profile a device with this policy runs under unless told).
     """
 
     name: ClassVar[str] = "base"
+    default_kernel: ClassVar[str] = "mainline"
     supports_vm_bind: ClassVar[bool] = True
     gpuvm_kernel_vms: ClassVar[bool] = False
     bo_owns_vmas: ClassVar[bool] = True
@@ -274,6 +276,7 @@ class LegacyPre617(TeardownPolicy):
     unmapped and destroyed only when the buffer is freed.  No VM_BIND."""
 
     name = "legacy_pre_6_17"
+    default_kernel = "msm-pre-6.17"
     supports_vm_bind = False
 
 
