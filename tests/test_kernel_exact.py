@@ -9,8 +9,9 @@ import errno as E
 
 import pytest
 
-from gpuvm.core.errors import GpuvmError, ModeError
+from gpuvm.core.errors import DuplicateObject, GpuvmError, ModeError
 from gpuvm.drm.device import Device, snapshot
+from gpuvm.drm.file import BindMap, BindUnmap, DrmFile
 from gpuvm.drm.kernels import DEFAULT_KERNEL, KERNELS, KernelProfile
 
 MIB = 1 << 20
@@ -56,3 +57,130 @@ def test_no_en_vm_bind_before_the_series() -> None:
     err = refused(dev, E.EINVAL, f.set_param_vm_bind)
     assert isinstance(err, ModeError)
     Device("msm", "gpuvm_vma_ref", kernel="6.17").open().set_param_vm_bind()
+
+
+# --- 9: errno tables -------------------------------------------------------------------------
+
+
+def test_gem_close_of_unknown_handle_is_einval() -> None:
+    """``drm_gem_handle_delete`` (drm_gem.c @002c6ca75289): ``idr_replace`` finds nothing
+    -> ``-EINVAL`` (was ``-ENOENT``)."""
+    for flavour in ("msm", "nouveau"):
+        dev = Device(flavour, "gpuvm_vma_ref")
+        f = dev.open()
+        f.create_bo(MIB)
+        refused(dev, E.EINVAL, f.gem_close, 7)
+
+
+def test_msm_unknown_handle_in_submit_and_vm_bind_is_einval() -> None:
+    """msm ``submit_lookup_objects`` (msm_gem_submit.c @00dfa76bdfc2) and
+    ``vm_bind_job_lookup_ops`` (msm_gem_vma.c @000a45dce7ad): "invalid handle %u at index
+    %u", ``-EINVAL``; nouveau's ``drm_gem_object_lookup`` callers stay ``-ENOENT``."""
+    dev = Device("msm", "gpuvm_vma_ref")
+    f = dev.open()
+    h = f.create_bo(MIB)
+    err = refused(dev, E.EINVAL, f.submit, [h, 42])
+    assert "at index 1" in str(err)
+    b = dev.open()
+    b.set_param_vm_bind()
+    hb = b.create_bo(MIB)
+    base = dev.context_window[0]
+    refused(dev, E.EINVAL, b.vm_bind, [BindMap(base, MIB, hb), BindMap(base + MIB, MIB, 9)])
+    nv = Device("nouveau", "gpuvm_vma_ref")
+    g = nv.open()
+    g.channel_alloc()
+    refused(nv, E.ENOENT, g.submit, [42])
+
+
+def test_clear_iova_has_no_pin_check() -> None:
+    """msm ``clear_iova`` (msm_gem.c, 6.17+ and before): unmap and close the VMA with no pin
+    check (the model refused a pinned one with ``-EBUSY``).  The job's retire then finds no
+    VMA to unpin."""
+    for policy in ("legacy_pre_6_17", "gpuvm_vma_ref"):
+        dev = Device("msm", policy, display=False)
+        f = dev.open()
+        h = f.create_bo(MIB)
+        bo = f.bo(h)
+        f.submit([h])
+        vm = f.vm
+        assert vm is not None and vm.vma_of(bo) is not None
+        f.set_iova(h, 0)
+        assert vm.vma_of(bo) is None
+        dev.retire_all()
+        dev.check_invariants()
+
+
+def test_set_iova_without_per_process_pgtables_is_eopnotsupp() -> None:
+    """``msm_ioctl_gem_info_set_iova``: ``priv->gpu->vm == vm`` -> ``-EOPNOTSUPP``
+    "requires per-process pgtables" (the model accepted it)."""
+    dev = Device("msm", "gpuvm_vma_ref", per_process_pgtables=False)
+    f = dev.open()
+    h = f.create_bo(MIB)
+    f.get_param()
+    refused(dev, E.EOPNOTSUPP, f.set_iova, h, 1 << 32)
+
+
+# --- 10: VM_BIND validation ------------------------------------------------------------------
+
+
+def _bind_file(flavour: str, kernel: str = "mainline") -> tuple[Device, DrmFile, int, int]:
+    dev = Device(flavour, "gpuvm_vma_ref", kernel=kernel)
+    f = dev.open()
+    if flavour == "msm":
+        f.set_param_vm_bind()
+    else:
+        f.vm_init()
+    h = f.create_bo(2 * MIB)
+    return dev, f, h, dev.context_window[0]
+
+
+@pytest.mark.parametrize("flavour", ["msm", "nouveau"])
+def test_vm_bind_refuses_unaligned_ops(flavour: str) -> None:
+    """msm ``lookup_op`` (``!PAGE_ALIGNED`` iova / obj_offset / range, then
+    ``drm_gpuvm_range_valid``) and nouveau ``bind_validate_op`` /
+    ``nouveau_uvmm_validate_range``: ``-EINVAL``, nothing changes (the model accepted
+    unaligned ops)."""
+    dev, f, h, base = _bind_file(flavour)
+    refused(dev, E.EINVAL, f.vm_bind, [BindMap(base + 0x100, MIB, h)])
+    refused(dev, E.EINVAL, f.vm_bind, [BindMap(base, MIB + 0x10, h)])
+    refused(dev, E.EINVAL, f.vm_bind, [BindMap(base, MIB, h, 0x800)])
+    refused(dev, E.EINVAL, f.vm_bind, [BindUnmap(base, 0x80)])
+    # a valid op first does not run: the array is all or nothing
+    refused(dev, E.EINVAL, f.vm_bind, [BindMap(base, MIB, h), BindMap(base + MIB, 100, h)])
+    f.vm_bind([BindMap(base, MIB, h)])
+
+
+def test_vm_bind_size_check_is_a_mainline_behaviour() -> None:
+    """msm ``vm_bind_job_lookup_ops`` in the newest tree read: ``range + obj_offset >
+    obj->size`` -> ``-EINVAL``; 6.17's (msm_gem_vma.c @000a45dce7ad) has no such check, so
+    the profile decides.  nouveau ``bind_validate_op`` always checks."""
+    dev, f, h, base = _bind_file("msm", "mainline")
+    refused(dev, E.EINVAL, f.vm_bind, [BindMap(base, 4 * MIB, h)])
+    refused(dev, E.EINVAL, f.vm_bind, [BindMap(base, 2 * MIB, h, MIB)])
+    f.vm_bind([BindMap(base, MIB, h, MIB)])
+    _old, g, hg, gbase = _bind_file("msm", "6.17")
+    g.vm_bind([BindMap(gbase, 4 * MIB, hg)])  # 6.17 maps past the end of the buffer
+    nv, n, hn, nbase = _bind_file("nouveau", "6.17")
+    refused(nv, E.EINVAL, n.vm_bind, [BindMap(nbase, 4 * MIB, hn)])
+    refused(nv, E.EINVAL, n.vm_bind, [BindMap(nbase, MIB, hn, 2 * MIB)])  # offset >= size
+
+
+# --- 11: a buffer twice in a submit -----------------------------------------------------------
+
+
+def test_submit_with_a_duplicate_buffer() -> None:
+    """msm ``submit_lock_objects`` (msm_gem_submit.c @00dfa76bdfc2): ``drm_exec`` without
+    ``DRM_EXEC_IGNORE_DUPLICATES``, so ``[a, b, a]`` fails ``-EALREADY``; nouveau
+    ``validate_init``: "multiple instances of buffer" ``-EINVAL``.  The model accepted it."""
+    for policy in ("legacy_pre_6_17", "gpuvm_vma_ref"):
+        dev = Device("msm", policy, display=False)
+        f = dev.open()
+        a, b = f.create_bo(MIB), f.create_bo(MIB)
+        err = refused(dev, E.EALREADY, f.submit, [a, b, a])
+        assert isinstance(err, DuplicateObject)
+        f.submit([a, b])
+    nv = Device("nouveau", "gpuvm_vma_ref")
+    g = nv.open()
+    g.channel_alloc()
+    a = g.create_bo(MIB)
+    refused(nv, E.EINVAL, g.submit, [a, a, 99])  # the duplicate is met before the bad handle
