@@ -184,3 +184,48 @@ def test_submit_with_a_duplicate_buffer() -> None:
     g.channel_alloc()
     a = g.create_bo(MIB)
     refused(nv, E.EINVAL, g.submit, [a, a, 99])  # the duplicate is met before the bad handle
+
+
+# --- 7: vma_ref holders, GEM_CLOSE wait ------------------------------------------------------
+
+
+def test_submit_takes_no_vma_ref() -> None:
+    """msm ``submit_pin_objects`` (msm_gem_submit.c @00dfa76bdfc2) holds the buffer and its
+    vm_bo, never ``vma_ref``; only ``msm_gem_open`` (handles), exports and framebuffer
+    prepare raise it (msm_gem.c, mainline).  The model's submit took one."""
+    dev = Device("msm", "gpuvm_vma_ref")
+    f = dev.open()
+    h = f.create_bo(MIB)
+    bo = f.bo(h)
+    assert bo.vma_ref.total == 1
+    f.submit([h])
+    assert bo.vma_ref.total == 1  # was 2: the job held one
+    f.prime_handle_to_fd(h)
+    assert bo.vma_ref.total == 2
+    dev.retire_all()
+    assert bo.vma_ref.total == 2
+    dev.check_invariants()
+
+
+def test_gem_close_waits_even_without_a_vma_in_this_file() -> None:
+    """``msm_gem_close`` (msm_gem.c, mainline): once the context VM exists and is not
+    VM_BIND, ``dma_resv_wait_timeout(BOOKKEEP)`` waits on every fence of the buffer before
+    ``put_iova_spaces``, whether or not this file maps it.  The model waited only when the
+    file had a VMA.  A VM_BIND file, or a file with no VM yet, does not wait."""
+    dev = Device("msm", "gpuvm_vma_ref", display=False)
+    a = dev.open()
+    b = dev.open(a.fds)
+    ha = a.create_bo(MIB)
+    hb = b.prime_fd_to_handle(a.prime_handle_to_fd(ha))
+    b.get_param()  # b's context VM exists, b never maps the buffer
+    assert b.vm is not None and b.vm.vma_of(b.bo(hb)) is None
+    job = a.submit([ha])
+    b.gem_close(hb)
+    assert job.retired  # was still in flight
+    c = dev.open(a.fds)
+    c.set_param_vm_bind()
+    hc = c.prime_fd_to_handle(a.prime_handle_to_fd(ha))
+    job2 = a.submit([ha])
+    c.gem_close(hc)
+    assert not job2.retired  # VM_BIND: no implicit wait
+    dev.check_invariants()
