@@ -229,3 +229,21 @@ def test_gem_close_waits_even_without_a_vma_in_this_file() -> None:
     c.gem_close(hc)
     assert not job2.retired  # VM_BIND: no implicit wait
     dev.check_invariants()
+
+
+# --- 13: drm_gpuvm_exec_lock_range -----------------------------------------------------------
+
+
+def test_exec_lock_range_prepares_only_the_range() -> None:
+    """``drm_gpuvm_exec_lock_range`` (drm_gpuvm.c @000a45dce7ad) runs only
+    ``drm_gpuvm_prepare_range`` in its ``drm_exec`` loop, unlike ``drm_gpuvm_exec_lock``
+    which starts with ``drm_gpuvm_prepare_vm``.  The model added the VM's reservation."""
+    from gpuvm.core.gem import GemObject
+    from gpuvm.core.vm import GpuVm
+
+    vm = GpuVm(0, 0x1000)
+    ext = GemObject(0x100, name="ext")
+    vm.map(0x30, 0x10, ext, 0)
+    assert vm.exec_lock_range(0x30, 0x10) == {ext.resv}  # was {vm.resv, ext.resv}
+    assert vm.exec_lock_range(0x100, 0x10) == frozenset()  # an empty range locks nothing
+    assert vm.exec_lock() == {vm.resv, ext.resv}
