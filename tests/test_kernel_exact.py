@@ -247,3 +247,32 @@ def test_exec_lock_range_prepares_only_the_range() -> None:
     assert vm.exec_lock_range(0x30, 0x10) == {ext.resv}  # was {vm.resv, ext.resv}
     assert vm.exec_lock_range(0x100, 0x10) == frozenset()  # an empty range locks nothing
     assert vm.exec_lock() == {vm.resv, ext.resv}
+
+
+# --- 5: msm purge before 6.17 ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["legacy_pre_6_17", "gpuvm_vma_ref"])
+def test_purge_before_617_frees_the_vmas(policy: str) -> None:
+    """``msm_gem_purge`` before the 6.17 series (msm_gem.c @001ddc857c5b): after the unmap
+    (``put_iova_spaces(obj, false)``) it calls ``put_iova_vmas``, closing every VMA and
+    freeing its iova.  "Don't close VMAs on purge" (6.17 and mainline) keeps them.  The
+    model kept them under every kernel."""
+    for kernel, kept in (("msm-pre-6.17", False), ("6.17", True), ("mainline", True)):
+        if policy == "gpuvm_vma_ref" and kernel == "msm-pre-6.17":
+            continue  # vma_ref is the 6.17 series itself
+        dev = Device("msm", policy, kernel=kernel, display=False)
+        f = dev.open()
+        h = f.create_bo(MIB)
+        bo = f.bo(h)
+        f.get_iova(h)
+        vm = f.vm
+        assert vm is not None and vm.vma_of(bo) is not None
+        dev.purge(bo)
+        vma = vm.vma_of(bo)
+        assert (vma is not None) == kept, kernel
+        if vma is not None:
+            assert not vma.mapped
+        dev.check_invariants()
+        f.gem_close(h)
+        dev.check_invariants()

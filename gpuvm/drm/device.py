@@ -302,8 +302,14 @@ class Device:
 
     def purge(self, bo: Bo) -> None:
         """The shrinker's purge path (``MADV_DONTNEED``): as :meth:`evict`, and the backing
-        is dropped: the buffer can no longer be pinned or scanned out (``-EBUSY``)."""
+        is dropped: the buffer can no longer be pinned or scanned out (``-EBUSY``).  On a
+        kernel before the 6.17 series ``msm_gem_purge`` then calls ``put_iova_vmas``: every
+        VMA of the buffer is closed and its iova freed (6.17 keeps them, "Don't close VMAs
+        on purge")."""
         self.evict(bo)
+        if self.kernel.purge_frees_vmas:
+            for vma in self._kernel_vmas(bo):
+                vma.vm.close_vma(vma)  # type: ignore[attr-defined]
         bo.purged = True
 
     # --- teardown and reports -------------------------------------------------------------
