@@ -276,3 +276,34 @@ def test_purge_before_617_frees_the_vmas(policy: str) -> None:
         dev.check_invariants()
         f.gem_close(h)
         dev.check_invariants()
+
+
+# --- GEM_FLINK / GEM_OPEN ----------------------------------------------------------------------
+
+
+def test_gem_flink_and_gem_open() -> None:
+    """``drm_gem_flink_ioctl`` / ``drm_gem_open_ioctl`` (drm_gem.c @002c6ca75289): one name
+    per buffer, lowest free id from 1, holding no reference; GEM_OPEN makes a new handle
+    every time and returns the size; unknown handle or name ``-ENOENT``; the name goes at
+    the buffer's last handle close (``drm_gem_object_handle_free``)."""
+    dev = Device("msm", "gpuvm_vma_ref", display=False)
+    a, b = dev.open(), dev.open()
+    h = a.create_bo(MIB)
+    bo = a.bo(h)
+    refs = bo.refs.total
+    name = a.gem_flink(h)
+    assert name == 1 and a.gem_flink(h) == 1 and bo.refs.total == refs
+    h1, size = b.gem_open(name)
+    h2, _ = b.gem_open(name)
+    assert size == MIB and h1 != h2 and b.bo(h1) is b.bo(h2) is bo
+    assert bo.vma_ref.total == 3  # msm_gem_open per handle
+    refused(dev, E.ENOENT, a.gem_flink, 99)
+    refused(dev, E.ENOENT, b.gem_open, 2)
+    dev.check_invariants()
+    a.gem_close(h)
+    b.gem_close(h1)
+    assert b.gem_open(name)[1] == MIB  # b's h2 still names it
+    b.close()
+    assert dev.flink_names == {}
+    refused(dev, E.ENOENT, a.gem_open, name)
+    dev.check_invariants()

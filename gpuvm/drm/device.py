@@ -73,6 +73,7 @@ class Device:
         "dmabufs",
         "files",
         "flavour",
+        "flink_names",
         "framebuffers",
         "jobs",
         "kernel",
@@ -128,6 +129,8 @@ class Device:
         self.live_bos: dict[Bo, None] = {}
         self.live_vms: dict[AnyVm, None] = {}
         self.dmabufs: dict[DmaBuf, None] = {}
+        self.flink_names: dict[int, Bo] = {}
+        """``dev->object_name_idr``: GEM_FLINK global names (they hold no reference)."""
         self.framebuffers: dict[Framebuffer, None] = {}
         self.jobs: list[Job] = []
         self.reports: list[str] = []

@@ -232,6 +232,10 @@ class DrmFile:
         else:
             del self.handle_counts[bo]
         bo.handle_count -= 1
+        if bo.handle_count == 0:
+            for name, named in list(self.device.flink_names.items()):
+                if named is bo:  # drm_gem_object_handle_free: the flink name goes
+                    del self.device.flink_names[name]
         if bo.handle_count == 0 and bo.dma_buf is not None:
             from gpuvm.drm.dmabuf import dma_buf_holder
 
@@ -239,6 +243,35 @@ class DrmFile:
             bo.dma_buf = None
             d.put(dma_buf_holder(bo))
         bo.put(handle_holder(self, handle))
+
+    # --- global names --------------------------------------------------------------------
+
+    def gem_flink(self, handle: int) -> int:
+        """``GEM_FLINK`` (``drm_gem_flink_ioctl``): the buffer's global name, allocated once
+        per buffer (lowest free id from 1 in ``object_name_idr``); it holds no reference and
+        goes when the buffer's last handle closes.  An unknown handle is ``-ENOENT``."""
+        self._ioctl("GEM_FLINK")
+        bo = self.bo(handle)
+        names = self.device.flink_names
+        for name, named in names.items():
+            if named is bo:
+                return name
+        name = 1
+        while name in names:
+            name += 1
+        names[name] = bo
+        return name
+
+    def gem_open(self, name: int) -> tuple[int, int]:
+        """``GEM_OPEN`` (``drm_gem_open_ioctl``): a NEW handle to the buffer with global
+        ``name`` (no reuse of an existing handle, unlike PRIME's cache) and its size; an
+        unknown name is ``-ENOENT``."""
+        self._ioctl("GEM_OPEN")
+        bo = self.device.flink_names.get(name)
+        if bo is None or bo.freed:
+            raise BadHandle(f"GEM_OPEN of unknown name {name}")
+        h = self._new_handle(bo)
+        return h, bo.size
 
     # --- PRIME ---------------------------------------------------------------------------
 
