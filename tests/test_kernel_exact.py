@@ -307,3 +307,20 @@ def test_gem_flink_and_gem_open() -> None:
     assert dev.flink_names == {}
     refused(dev, E.ENOENT, a.gem_open, name)
     dev.check_invariants()
+
+
+def test_traces_record_the_kernel_profile() -> None:
+    """A ``device`` trace op takes an optional ``kernel``; the recorded line always names
+    the profile the device ran under, so a replay runs under the same kernel."""
+    from gpuvm.observe.trace import replay
+
+    head = '{"format": "gpuvm-trace", "version": 1}\n'
+    text = head + '{"op": "device", "id": "d0", "flavour": "msm", "policy": "legacy_pre_6_17"}\n'
+    assert '"kernel": "msm-pre-6.17"' in replay(text).session.dumps()
+    text = head + (
+        '{"op": "device", "id": "d0", "flavour": "msm", "policy": "gpuvm_vma_ref", '
+        '"kernel": "6.17"}\n'
+    )
+    r = replay(text)
+    assert '"kernel": "6.17"' in r.session.dumps()
+    assert r.session.obj("d0").kernel.name == "6.17"
