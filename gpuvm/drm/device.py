@@ -21,6 +21,7 @@ from gpuvm.core.gem import GemObject, Resv
 from gpuvm.core.refs import cycles, describe, explain
 from gpuvm.core.vm import GpuVm
 from gpuvm.drm.driver import Bo, DriverVm, Job, ManagedVm, make_bo
+from gpuvm.drm.kernels import KernelProfile, kernel_profile
 from gpuvm.drm.modes import FLAVOURS, Flavour
 from gpuvm.drm.placement import (
     AMDGPU_EVICTION,
@@ -57,7 +58,9 @@ class Device:
     """One DRM device.  ``flavour`` (``"msm"`` or ``"nouveau"``, or a
     :class:`~gpuvm.drm.modes.Flavour`) decides the mode-choice table; ``policy`` (a name from
     :data:`~gpuvm.drm.policies.POLICIES`, a class or an instance) decides VM types and teardown
-    points.  ``planes=0`` or ``display=False`` makes a render-only device without a KMS VM.
+    points; ``kernel`` (a name from :data:`~gpuvm.drm.kernels.KERNELS` or a profile; None:
+    the policy's ``default_kernel``) selects the behaviours that changed between kernel
+    versions.  ``planes=0`` or ``display=False`` makes a render-only device without a KMS VM.
     """
 
     __slots__ = (
@@ -70,8 +73,10 @@ class Device:
         "dmabufs",
         "files",
         "flavour",
+        "flink_names",
         "framebuffers",
         "jobs",
+        "kernel",
         "live_bos",
         "live_vms",
         "mem",
@@ -99,12 +104,15 @@ class Device:
         caps: DeviceCaps | None = None,
         mem: MemoryManager | None = None,
         topology: Topology | None = None,
+        kernel: str | KernelProfile | None = None,
     ) -> None:
         from gpuvm.drm.kms import Plane
 
         self.name = name
         self.flavour = flavour if isinstance(flavour, Flavour) else FLAVOURS[flavour]
         self.policy = make_policy(policy)
+        self.kernel = kernel_profile(self.policy.default_kernel if kernel is None else kernel)
+        """The kernel-version profile (:mod:`gpuvm.drm.kernels`)."""
         self.bus = bus if bus is not None else EventBus()
         self.display_window = display_window
         self.context_window = context_window
@@ -121,6 +129,8 @@ class Device:
         self.live_bos: dict[Bo, None] = {}
         self.live_vms: dict[AnyVm, None] = {}
         self.dmabufs: dict[DmaBuf, None] = {}
+        self.flink_names: dict[int, Bo] = {}
+        """``dev->object_name_idr``: GEM_FLINK global names (they hold no reference)."""
         self.framebuffers: dict[Framebuffer, None] = {}
         self.jobs: list[Job] = []
         self.reports: list[str] = []
@@ -295,8 +305,14 @@ class Device:
 
     def purge(self, bo: Bo) -> None:
         """The shrinker's purge path (``MADV_DONTNEED``): as :meth:`evict`, and the backing
-        is dropped: the buffer can no longer be pinned or scanned out (``-EBUSY``)."""
+        is dropped: the buffer can no longer be pinned or scanned out (``-EBUSY``).  On a
+        kernel before the 6.17 series ``msm_gem_purge`` then calls ``put_iova_vmas``: every
+        VMA of the buffer is closed and its iova freed (6.17 keeps them, "Don't close VMAs
+        on purge")."""
         self.evict(bo)
+        if self.kernel.purge_frees_vmas:
+            for vma in self._kernel_vmas(bo):
+                vma.vm.close_vma(vma)  # type: ignore[attr-defined]
         bo.purged = True
 
     # --- teardown and reports -------------------------------------------------------------
@@ -458,11 +474,11 @@ def _bo_state(bo: Bo) -> tuple[object, ...]:
 
 
 def snapshot(*devices: Device) -> tuple[object, ...]:
-    """The driver layer's whole state as a nested tuple: per device its files (mode, VM,
-    handles, handle counts, PRIME cache, framebuffers), fd tables, buffers (holders, handle
-    count, dma-buf, vma_ref, VMAs), VMs (holders, VMAs with iova / mapped / pins, extobj and
-    evict lists, VmBos), dma-bufs, framebuffers, planes and jobs.  Two snapshots compare
-    equal iff nothing observable changed."""
+    """The driver layer's whole state as a nested tuple: per device its kernel profile,
+    files (mode, VM, handles, handle counts, PRIME cache, framebuffers), fd tables, buffers
+    (holders, handle count, dma-buf, vma_ref, VMAs), VMs (holders, VMAs with iova / mapped /
+    pins, extobj and evict lists, VmBos), dma-bufs, framebuffers, planes and jobs.  Two
+    snapshots compare equal iff nothing observable changed."""
     out: list[object] = []
     tables: dict[int, FdTable] = {}
     for dev in devices:
@@ -483,6 +499,7 @@ def snapshot(*devices: Device) -> tuple[object, ...]:
         out.append(
             (
                 repr(dev),
+                dev.kernel.name,
                 dev.closed,
                 tuple(files),
                 tuple(_bo_state(b) for b in dev.live_bos),

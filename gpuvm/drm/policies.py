@@ -79,10 +79,12 @@ class TeardownPolicy:
     ``-EINVAL``); ``gpuvm_kernel_vms`` (kernel-managed VMs are GPUVM-backed
     :class:`~gpuvm.drm.driver.ManagedVm` instead of legacy address spaces); ``bo_owns_vmas`` and
     ``weak_refs`` (passed to those ManagedVms); ``job_holds_bos`` / ``job_holds_vm_bos``
-    (what a submit holds until retire).
+    (what a submit holds until retire); ``default_kernel`` (the
+    :mod:`~gpuvm.drm.kernels` profile a device with this policy runs under unless told).
     """
 
     name: ClassVar[str] = "base"
+    default_kernel: ClassVar[str] = "mainline"
     supports_vm_bind: ClassVar[bool] = True
     gpuvm_kernel_vms: ClassVar[bool] = False
     bo_owns_vmas: ClassVar[bool] = True
@@ -279,6 +281,7 @@ class LegacyPre617(TeardownPolicy):
     unmapped and destroyed only when the buffer is freed.  No VM_BIND."""
 
     name = "legacy_pre_6_17"
+    default_kernel = "msm-pre-6.17"
     supports_vm_bind = False
 
 
@@ -306,12 +309,16 @@ class _GpuvmExplicit(TeardownPolicy):
         return lambda va: _handle_owners(device, va)
 
     def on_handle_close(self, file: DrmFile, handle: int, bo: Bo) -> None:
+        """``msm_gem_close``: with a legacy context VM, wait for every fence of the buffer
+        (``dma_resv_wait_timeout`` on ``DMA_RESV_USAGE_BOOKKEEP``) whether or not this file
+        maps it, then drop the file's VMA (``put_iova_spaces(close)``), at every handle
+        close: another handle of the same file to the buffer does not keep it."""
         vm = file.vm
-        if not isinstance(vm, ManagedVm) or file.handle_counts.get(bo, 0) > 1:
-            return
-        if vm.vma_of(bo) is None:
+        if not isinstance(vm, ManagedVm):
             return
         file.device.wait_idle(bo)
+        if vm.vma_of(bo) is None:
+            return
         path.close_vma(vm, bo)
 
 
@@ -348,8 +355,9 @@ class GpuvmEager(_GpuvmExplicit):
 
 
 class GpuvmVmaRef(_GpuvmExplicit):
-    """msm 6.17: ``vma_ref`` per buffer, raised by each handle, each dma-buf export and each
-    pin (framebuffer prepare, submit), dropped by their ends; the display VMA is unmapped and
+    """msm 6.17: ``vma_ref`` per buffer, raised by each handle (``msm_gem_open``), each
+    dma-buf export and each framebuffer prepare, dropped by their ends (a submit takes none:
+    ``submit_pin_objects`` holds the buffer and its vm_bo only); the display VMA is unmapped and
     destroyed when it reaches 0.  Legacy contexts drop a VMA at handle close; VM_BIND
     contexts follow GPUVM."""
 
@@ -390,17 +398,6 @@ class GpuvmVmaRef(_GpuvmExplicit):
         super().on_fb_cleanup(fb)
         for bo in fb.bos:
             self.vma_put(bo, fb)
-
-    def on_submit(self, job: Job) -> None:
-        super().on_submit(job)
-        for bo in job.bos:
-            self.vma_get(bo, job)
-
-    def on_retire(self, job: Job) -> None:
-        for bo in job.bos:
-            if not bo.freed:
-                self.vma_put(bo, job)
-        super().on_retire(job)
 
 
 def _device_of(bo: Bo) -> Device | None:

@@ -86,13 +86,15 @@ ROW_KEYS: Final = (
     "frame_budget_pct",
     "leaked_objects",
     "lifetime_reports",
+    "kernel",
 )
 """The keys of every study row.  ``*_per_flip`` are steady-state means per frame (a frame
 flips every layer once; a re-import frame imports, submits and maybe closes); ``map_ms`` to
 ``ioctl_ms`` split ``ms_per_flip`` (``vma`` and migration terms are 0 in these workloads and
 included in the total); ``frame_budget_pct`` is ``ms_per_flip`` as a share of one frame at
 ``refresh_hz``; ``frames`` is the steady-state frames measured; ``leaked_objects`` /
-``lifetime_reports`` come from tearing everything down after the run."""
+``lifetime_reports`` come from tearing everything down after the run; ``kernel`` is the
+kernel-version profile the run's device ran under (:mod:`gpuvm.drm.kernels`)."""
 
 
 @attrs.frozen(slots=True)
@@ -105,6 +107,8 @@ class RunRecord:
     steady: Counts
     leaks: int
     reports: int
+    kernel: str = ""
+    """The device's kernel-version profile (``Device.kernel.name``)."""
 
 
 @attrs.frozen(slots=True)
@@ -178,6 +182,7 @@ def price(run: RunRecord, preset: CostPreset, refresh_hz: float) -> dict[str, ob
         "frame_budget_pct": _r(budget_pct(cost.total_ms, refresh_hz)),
         "leaked_objects": run.leaks,
         "lifetime_reports": run.reports,
+        "kernel": run.kernel,
     }
     return row
 
@@ -277,7 +282,11 @@ def run_study(
     runs: list[RunRecord] = []
     for i, (name, spec) in enumerate(plan):
         run = run_spec(spec, name, teardown=True)
-        runs.append(RunRecord(name, spec, run.steady, len(run.leaks), len(run.reports)))
+        runs.append(
+            RunRecord(
+                name, spec, run.steady, len(run.leaks), len(run.reports), run.device.kernel.name
+            )
+        )
         if progress is not None:
             progress(i + 1, len(plan), f"{name} {spec.case}")
     return Study(tuple(runs), chosen, rates, tuple(skipped))

@@ -40,6 +40,7 @@ OPS: dict[str, dict[str, str]] = {
         "display": "bool",
         "caps": "str?",
         "pci_root": "str?",
+        "kernel": "str?",
     },
     "process": {"id": "+table"},
     "open": {"id": "+file", "device": "@dev", "fds": "@table"},

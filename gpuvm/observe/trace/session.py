@@ -174,9 +174,11 @@ class Session:
                 display=r.get("display", True),
                 caps=caps,
                 topology=self.topology if caps is not None else None,
+                kernel=r.get("kernel"),
             )
         except (KeyError, ValueError) as e:
             raise _Bad(f"cannot make device: {e}") from None
+        r["kernel"] = dev.kernel.name  # the trace records the profile the device ran under
         self._define(r["id"], "dev", dev)
         self.checker.watch(dev)
 
