@@ -29,10 +29,10 @@ from gpuvm.observe.costs import (
 from gpuvm.study.workloads import (
     CONSUMERS,
     PAGEFLIP_PATTERNS,
-    Failure,
     REIMPORT_PATTERNS,
     REIMPORT_SOURCES,
     SOURCES,
+    Failure,
     WorkloadError,
     WorkloadRun,
     WorkloadSpec,

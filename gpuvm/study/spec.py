@@ -129,7 +129,12 @@ def _page_name(size: int) -> str:
 
 _ALL_CASES: Final = (
     *(("pageflip", "swapchain", "own", "kms"),),
-    *(("pageflip", s, p, "kms") for s in ("client", "foreign") for p in PAGEFLIP_PATTERNS if p != "own"),
+    *(
+        ("pageflip", s, p, "kms")
+        for s in ("client", "foreign")
+        for p in PAGEFLIP_PATTERNS
+        if p != "own"
+    ),
     *(
         ("reimport", s, p, c)
         for s in REIMPORT_SOURCES
@@ -177,7 +182,9 @@ def _rates(key: str, value: object) -> tuple[float, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _normalise(key: str, axis: str, value: object, presets: Mapping[str, CostPreset]) -> tuple[Any, ...]:
+def _normalise(
+    key: str, axis: str, value: object, presets: Mapping[str, CostPreset]
+) -> tuple[Any, ...]:
     """One axis's values, checked."""
     try:
         if axis == "policies":
@@ -207,7 +214,9 @@ def _normalise(key: str, axis: str, value: object, presets: Mapping[str, CostPre
         if axis == "sources":
             return _strings(key, value, list(dict.fromkeys([*SOURCES, *REIMPORT_SOURCES])))
         if axis == "patterns":
-            return _strings(key, value, list(dict.fromkeys([*PAGEFLIP_PATTERNS, *REIMPORT_PATTERNS])))
+            return _strings(
+                key, value, list(dict.fromkeys([*PAGEFLIP_PATTERNS, *REIMPORT_PATTERNS]))
+            )
         if axis == "consumers":
             return _strings(key, value, ["kms", *CONSUMERS])
     except SpecError:
@@ -327,6 +336,10 @@ class StudySpec:
                     ax["frames"],
                 ):
                     for workload, source, pattern, consumer in cases:
+                        if workload == "reimport" and (
+                            layers != ax["layers"][0] or depth != ax["depth"][0]
+                        ):
+                            continue  # a re-import has no layers or swapchain: run it once
                         if workload == "pageflip":
                             spec = WorkloadSpec(
                                 "pageflip", source, pattern, "kms", res, 60.0, layers, depth,
@@ -338,11 +351,11 @@ class StudySpec:
                                 frames, min(2, frames - 1), ps, flav, seed,
                             )  # fmt: skip
                         skipped = (
-                            "policy has no VM_BIND" if consumer == "vm_bind" and not vm_bind else None
+                            "policy has no VM_BIND"
+                            if consumer == "vm_bind" and not vm_bind
+                            else None
                         )
-                        yield RunTask(
-                            index, pol, spec, ax["presets"], ax["refresh"], skipped
-                        )
+                        yield RunTask(index, pol, spec, ax["presets"], ax["refresh"], skipped)
                         index += 1
 
     def count(self) -> tuple[int, int]:
@@ -381,9 +394,7 @@ def loads_spec(text: str, *, origin: str = "<string>", base: Path | None = None)
         raise SpecError(f"{origin}: key 'study': expected a table")
     for key in study:
         if key not in STUDY_KEYS:
-            raise SpecError(
-                f"{origin}: unknown key 'study.{key}'; known: {', '.join(STUDY_KEYS)}"
-            )
+            raise SpecError(f"{origin}: unknown key 'study.{key}'; known: {', '.join(STUDY_KEYS)}")
     try:
         files_raw = study.get("preset_files", [])
         files = _strings("study.preset_files", files_raw) if files_raw != [] else ()
@@ -404,9 +415,7 @@ def loads_spec(text: str, *, origin: str = "<string>", base: Path | None = None)
             pt: dict[str, tuple[Any, ...]] = {}
             for k, v in p.items():
                 if k not in POINT_KEYS:
-                    raise SpecError(
-                        f"unknown key 'point[{i}].{k}'; known: {', '.join(POINT_KEYS)}"
-                    )
+                    raise SpecError(f"unknown key 'point[{i}].{k}'; known: {', '.join(POINT_KEYS)}")
                 pt[POINT_KEYS[k]] = _normalise(f"point[{i}].{k}", POINT_KEYS[k], v, table)
             points.append(pt)
     except SpecError as exc:

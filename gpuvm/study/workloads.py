@@ -40,10 +40,10 @@ __all__ = [
     "CONSUMERS",
     "PAGEFLIP_PATTERNS",
     "PAGE_SIZES",
-    "STATUSES",
     "REIMPORT_PATTERNS",
     "REIMPORT_SOURCES",
     "SOURCES",
+    "STATUSES",
     "Failure",
     "UnknownPolicy",
     "WorkloadError",
@@ -476,7 +476,15 @@ def pageflip(
                         comp.page_flip(plane, chain[order[i]])
 
     return _run(
-        spec, name, device, counters, frame, extra, teardown=teardown, check=check, tolerate=tolerate
+        spec,
+        name,
+        device,
+        counters,
+        frame,
+        extra,
+        teardown=teardown,
+        check=check,
+        tolerate=tolerate,
     )
 
 
@@ -576,7 +584,15 @@ def reimport(
                 consumer_file.gem_close(h)
 
     return _run(
-        spec, name, device, counters, frame, extra, teardown=teardown, check=check, tolerate=tolerate
+        spec,
+        name,
+        device,
+        counters,
+        frame,
+        extra,
+        teardown=teardown,
+        check=check,
+        tolerate=tolerate,
     )
 
 
