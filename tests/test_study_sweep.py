@@ -187,3 +187,22 @@ def test_rerun_leaves_no_stale_charts(tmp_path: Path) -> None:
     assert main(base) == 0
     assert not any("4k" in p.name for p in out.glob("*.png"))
     assert list(out.glob("*.png"))
+
+
+def test_trace_and_flip_name_a_user_policy(
+    user_module: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gpuvm.observe.trace import replay
+
+    trace = (
+        '{"format": "gpuvm-trace", "version": 1}\n'
+        '{"op": "device", "flavour": "msm", "policy": "mypolicies:LruDisplayCache", "id": "d0"}\n'
+        '{"op": "device_close", "device": "d0"}\n'
+    )
+    result = replay(trace)
+    assert result.checker.ok
+    assert main(["flip", "--policy", "mypolicies:LruDisplayCache", "--frames", "8"]) == 0
+    assert "LruDisplayCache" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["flip", "--policy", "mypolicies:Nope", "--frames", "8"])
+    assert e.value.code == 2
