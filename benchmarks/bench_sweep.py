@@ -7,8 +7,10 @@ swapchain depth: 6 x 5 x 3 x 2 x 4 x 3 = 2,160 points (rows) from 216 model runs
 ``--frames`` frames each (presets and refresh rates price a run's counts without rerunning
 it).  The same sweep runs once with the in-process executor and once on a
 ``dask.distributed`` LocalCluster of ``--workers`` worker processes (cluster start-up and a
-warm-up sweep are timed separately and not counted); the rows of both are compared and must be identical.
-It prints points/s for both and the speed-up (goal on a 2-core machine: >= 1.7x).
+warm-up sweep are timed separately and not counted); the rows of both are compared and
+must be identical.
+It prints points/s for both and the speed-up (goal on a 2-core machine: >= 1.7x), and the
+speed-up plain worker processes get on the machine at that moment (other load caps both).
 """
 
 from __future__ import annotations
@@ -44,6 +46,32 @@ def timed(spec: StudySpec, executor: Executor, batch: int) -> tuple[float, list[
     return time.perf_counter() - t0, rows
 
 
+def _spin(n: int) -> float:
+    t0 = time.perf_counter()
+    x = 0
+    for i in range(n):
+        x += i
+    return time.perf_counter() - t0
+
+
+def parallel_ceiling(workers: int, n: int = 5_000_000) -> float:
+    """The speed-up ``workers`` processes get on this machine right now for pure-Python
+    work with no communication (a shared machine's other load caps it): the bound the
+    Dask figure is to be read against."""
+    import multiprocessing as mp
+
+    t0 = time.perf_counter()
+    for _ in range(workers):
+        _spin(n)
+    serial = time.perf_counter() - t0
+    with mp.get_context("spawn").Pool(workers) as pool:
+        pool.map(_spin, [0] * workers)  # start the processes before timing
+        t0 = time.perf_counter()
+        pool.map(_spin, [n] * workers)
+        parallel = time.perf_counter() - t0
+    return serial / parallel
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=2)
@@ -64,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         dask_s, dask_rows = timed(spec, dask, args.batch)
     finally:
         dask.close()
+    ceiling = parallel_ceiling(args.workers)
     if dask_rows != serial_rows:
         print("rows differ between the executors", file=sys.stderr)
         return 1
@@ -79,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "dask_s": round(dask_s, 2),
         "dask_points_per_s": round(points / dask_s, 1),
         "speedup": round(serial_s / dask_s, 2),
+        "process_ceiling": round(ceiling, 2),
         "cpus": os.cpu_count(),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
@@ -93,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             f" points/s  (cluster start + warm-up {startup_s:.1f} s, not counted)"
         )
         print(f"speed-up        : {out['speedup']:.2f}x   (load average {out['loadavg']})")
+        print(
+            f"ceiling         : {ceiling:.2f}x   ({args.workers} plain processes of pure-Python"
+            " work on this machine now)"
+        )
     return 0
 
 
