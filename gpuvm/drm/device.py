@@ -76,6 +76,7 @@ class Device:
         "live_vms",
         "mem",
         "name",
+        "page_size",
         "per_process_pgtables",
         "planes",
         "policy",
@@ -99,9 +100,16 @@ class Device:
         caps: DeviceCaps | None = None,
         mem: MemoryManager | None = None,
         topology: Topology | None = None,
+        page_size: int = 4096,
     ) -> None:
         from gpuvm.drm.kms import Plane
 
+        if type(page_size) is not int or page_size < 4096 or page_size & (page_size - 1):
+            raise InvalidValue(f"page_size must be a power of two >= 4096, got {page_size!r}")
+        self.page_size = page_size
+        """The GPU page size of the device's kernel-managed and VM_BIND VMs (IOMMU / GPU MMU
+        granule: 4 KiB, 64 KiB, 2 MiB): iovas are aligned to it and sizes rounded up, and
+        cost counters count page-table entries of this size."""
         self.name = name
         self.flavour = flavour if isinstance(flavour, Flavour) else FLAVOURS[flavour]
         self.policy = make_policy(policy)
