@@ -33,8 +33,9 @@ def to_trace_events(timeline: Timeline) -> dict[str, Any]:
         {"ph": "M", "pid": PID, "name": "process_name", "args": {"name": "gpuvm timeline"}}
     ]
     for t in tracks:
-        events.append({"ph": "M", "pid": PID, "tid": tid[t], "name": "thread_name",
-                       "args": {"name": t}})
+        events.append(
+            {"ph": "M", "pid": PID, "tid": tid[t], "name": "thread_name", "args": {"name": t}}
+        )
     for s in timeline.spans:
         ev: dict[str, Any] = {
             "name": s.name,
@@ -51,8 +52,11 @@ def to_trace_events(timeline: Timeline) -> dict[str, Any]:
             ev["ph"] = "i"
             ev["s"] = "t"
         events.append(ev)
-    return {"traceEvents": events, "displayTimeUnit": "ms",
-            "otherData": {"metrics": timeline.metrics()}}
+    return {
+        "traceEvents": events,
+        "displayTimeUnit": "ms",
+        "otherData": {"metrics": timeline.metrics()},
+    }
 
 
 def dumps_perfetto(timeline: Timeline) -> str:

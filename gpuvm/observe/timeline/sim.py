@@ -143,7 +143,9 @@ def simulate(params: TimelineParams) -> Timeline:
         spans.append(Span(worker, f"flip f{c.frame}", t, env.now, c.frame, c.crtc))
         c.flip_at, c.vblank = env.now, n
         flips.append((c.crtc, c.frame, c.ioctl_at, env.now, n))
-        spans.append(Span(f"crtc{c.crtc}", f"scanout f{c.frame}", env.now, env.now, c.frame, c.crtc))
+        spans.append(
+            Span(f"crtc{c.crtc}", f"scanout f{c.frame}", env.now, env.now, c.frame, c.crtc)
+        )
         c.flip_done.succeed()
         cost = p.layers * p.tail_ms
         if cost > 0:
@@ -176,12 +178,12 @@ def simulate(params: TimelineParams) -> Timeline:
                 yield env.timeout(cpu)
             if prevprev is not None and not prevprev.cleanup_done.triggered:
                 yield prevprev.cleanup_done  # stall_checks
-            spans.append(Span(f"ioctl{crtc}", f"commit f{k}", t0, max(env.now, t0), k, crtc))
             if not p.nonblocking:
-                yield env.process(tail(c))
-            elif p.serial_worker:
+                yield env.process(tail(c))  # commit_tail in the ioctl
+            spans.append(Span(f"ioctl{crtc}", f"commit f{k}", t0, max(env.now, t0), k, crtc))
+            if p.nonblocking and p.serial_worker:
                 yield queue.put(c)
-            else:
+            elif p.nonblocking:
                 env.process(tail(c))
             yield c.flip_done  # the page-flip event
             next_repaint = c.flip_at + period - p.repaint_window_ms

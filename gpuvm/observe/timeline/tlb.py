@@ -74,6 +74,6 @@ class InvalidationRule:
         """Microseconds of invalidation for one unmap of ``size`` bytes."""
         kind = self.effective_kind(size)
         n = self.invalidations(size, page_size)
-        return n * {"per_page": self.page_us, "range": self.range_us, "context": self.context_us}[
-            kind
-        ]
+        return (
+            n * {"per_page": self.page_us, "range": self.range_us, "context": self.context_us}[kind]
+        )
