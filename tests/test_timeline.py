@@ -3,6 +3,7 @@ docs/timeline.md, the Chrome trace export and the command line."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -68,7 +69,7 @@ def test_unordered_tails_overlap_but_stall_checks_hold() -> None:
     tl = simulate(p)
     assert tl.missed_vblanks() == 0
     cleanups = [s for s in tl.spans if s.name.startswith("cleanup")]
-    assert any(a.end > b.start for a, b in zip(cleanups, cleanups[1:]))
+    assert any(a.end > b.start for a, b in itertools.pairwise(cleanups))
     # a tail longer than two periods makes stall_checks drop frames even unordered
     slow = simulate(
         TimelineParams(refresh_hz=144.0, layers=2, frames=30, tail_ms=8.0, serial_worker=False)

@@ -26,6 +26,7 @@ from gpuvm.observe.costs import (
     get_preset,
     resolution,
 )
+from gpuvm.study.timeline_study import TIMELINE_KEYS, timeline_fields
 from gpuvm.study.workloads import (
     CONSUMERS,
     PAGEFLIP_PATTERNS,
@@ -98,6 +99,7 @@ ROW_KEYS: Final = (
     "errno",
     "error",
     "finding",
+    *TIMELINE_KEYS,
 )
 """The keys of every study row.  ``*_per_flip`` are steady-state means per frame (a frame
 flips every layer once; a re-import frame imports, submits and maybe closes); ``map_ms`` to
@@ -229,6 +231,10 @@ def price(run: RunRecord, preset: CostPreset, refresh_hz: float) -> dict[str, ob
         "lifetime_reports": run.reports,
         **_outcome(run),
     }
+    if spec.workload == "pageflip":
+        row.update(timeline_fields(row))
+    else:
+        row.update(dict.fromkeys(TIMELINE_KEYS))
     return row
 
 
@@ -284,6 +290,7 @@ def _unmeasured(run: RunRecord, preset: CostPreset, refresh_hz: float) -> dict[s
         "leaked_objects": run.leaks,
         "lifetime_reports": run.reports,
         **_outcome(run),
+        **dict.fromkeys(TIMELINE_KEYS),
     }
     return {k: row[k] for k in ROW_KEYS}
 
