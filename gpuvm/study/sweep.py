@@ -162,7 +162,9 @@ class DaskExecutor:
         presets: Mapping[str, CostPreset],
         keep_runs: bool,
     ) -> Iterator[BatchResult]:
-        table = self.client.scatter(dict(presets), broadcast=True)
+        # One future for the whole table (a scattered dict would become one future per
+        # preset, keyed by its name, and collide with the next sweep's).
+        table = self.client.scatter([dict(presets)], broadcast=True, hash=False)[0]
         pending: dict[int, BatchResult] = {}
         next_out = 0
         submitted = 0

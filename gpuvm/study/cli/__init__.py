@@ -22,6 +22,7 @@ prints it as one line and exits 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -122,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # module:Class policies from the current directory
     try:
         return int(args.func(args))
     except UsageError as exc:

@@ -37,7 +37,30 @@ def add_replay(sub: Any) -> None:
     p.set_defaults(func=cmd_replay)
 
 
+def _event_kinds(text: str) -> set[str]:
+    """The ``--events`` names, each checked against every event type the model emits."""
+    import gpuvm  # noqa: F401  (every layer's event types are defined once it is imported)
+    from gpuvm.core.events import Event
+
+    known: set[str] = set()
+    todo = [Event]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            known.add(sub.__name__)
+            todo.append(sub)
+    kinds = {k.strip() for k in text.split(",") if k.strip()}
+    unknown = sorted(kinds - known)
+    if unknown or not kinds:
+        raise UsageError(
+            f"--events: unknown event type {', '.join(unknown) or repr(text)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return kinds
+
+
 def cmd_replay(args: Any) -> int:
+    kinds = None if args.events is None else _event_kinds(args.events)
     try:
         with open(args.trace, encoding="utf-8") as fh:
             text = fh.read()
@@ -47,7 +70,6 @@ def cmd_replay(args: Any) -> int:
         result = replay(text, text_log=True)
     except TraceError as e:
         raise UsageError(f"{args.trace}:{e.line}: {e.reason}") from None
-    kinds = None if args.events is None else {k.strip() for k in args.events.split(",")}
     events = [
         t
         for e, t in zip(result.events, result.session.text, strict=True)
