@@ -61,11 +61,11 @@ def eager_flips(vm_cls: type[GpuVm], frames: int, depth: int = 3) -> CostCounter
 def test_builtin_presets() -> None:
     presets = builtin_presets()
     assert list(presets) == [
-        "cuda-vmm-h200",
         "default",
         "intel-tlb",
         "msm-kms",
         "msm-thread",
+        "nvidia-cuda-vmm-h200",
         "per-process-flush",
         "sm8150-smmu-after",
         "sm8150-smmu-before",
