@@ -90,6 +90,8 @@ OPS: dict[str, dict[str, str]] = {
     "bind": {"vm": "@vm", "reqs": "reqs"},
     "gem_put": {"obj": "@gem"},
     "vm_close": {"vm": "@vm"},
+    # a frame boundary (a vblank of an ingested log): no model effect, replay prices frames
+    "frame": {},
 }
 """Every recordable operation and its fields."""
 

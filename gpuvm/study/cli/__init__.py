@@ -40,10 +40,12 @@ from gpuvm.study.cli.common import (
 )
 from gpuvm.study.cli.dmabuf_cmd import add_dmabuf
 from gpuvm.study.cli.flip_cmd import add_flip
+from gpuvm.study.cli.ingest_cmd import add_ingest
 from gpuvm.study.cli.presets_cmd import add_presets
 from gpuvm.study.cli.replay_cmd import add_replay
 from gpuvm.study.cli.study_cmd import add_study
 from gpuvm.study.cli.timeline_cmd import add_timeline
+from gpuvm.study.cli.vectors_cmd import add_vectors
 
 __all__ = [
     "COMMANDS",
@@ -66,6 +68,8 @@ COMMANDS: list[AddCommand] = [
     add_cases,
     add_dmabuf,
     add_replay,
+    add_ingest,
+    add_vectors,
     add_timeline,
 ]
 """The subcommands, in help order.  Append ``add_<name>`` here (or :func:`register` it)."""

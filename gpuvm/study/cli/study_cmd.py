@@ -119,7 +119,7 @@ def _study_spec(args: argparse.Namespace) -> StudySpec:
 
     spec = load_spec(args.spec) if args.spec else StudySpec.default()
     rates = _refresh(args) if args.refresh else None
-    return spec.override(
+    spec = spec.override(
         preset_files=args.presets_file,
         policies=_split(args.policy) or None,
         presets=_split(args.preset) or None,
@@ -133,6 +133,18 @@ def _study_spec(args: argparse.Namespace) -> StudySpec:
         workloads=_split(args.workload) or None,
         seeds=_ints("seed", _split(args.seed)),
     )
+    for pt in spec.points or ({},):
+        ax = {**spec.axes, **pt}
+        if "pageflip" not in ax["workloads"]:
+            continue
+        for frames in ax["frames"]:
+            for depth in ax["depth"]:
+                if frames <= depth + 1:
+                    raise UsageError(
+                        f"--frames {frames}: a pageflip run needs more than its {depth + 1} "
+                        f"warm-up frames ({depth}-buffer swapchain)"
+                    )
+    return spec
 
 
 def _check_out(out: Path) -> None:
