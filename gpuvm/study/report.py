@@ -16,6 +16,7 @@ from typing import Any, Final
 import attrs
 
 from gpuvm.study.runner import Study, dumps_rows
+from gpuvm.study.timeline_study import timeline_markdown
 from gpuvm.study.workloads import CONSUMERS, PAGEFLIP_PATTERNS, REIMPORT_PATTERNS, SOURCES
 
 __all__ = ["HEADLINE_CASE", "ReportFiles", "render_markdown", "write_report"]
@@ -219,6 +220,7 @@ def render_markdown(study: Study, rows: Sequence[Row], charts: Mapping[str, str]
         and r["refresh_hz"] == study.refresh_rates[0]
         and (r["leaked_objects"] or r["lifetime_reports"])
     ]
+    out += timeline_markdown()
     out += ["## Lifetime problems found at teardown", ""]
     if bad:
         out += [

@@ -26,6 +26,7 @@ from gpuvm.observe.costs import (
     get_preset,
     resolution,
 )
+from gpuvm.study.timeline_study import TIMELINE_KEYS, timeline_fields
 from gpuvm.study.workloads import (
     CONSUMERS,
     PAGEFLIP_PATTERNS,
@@ -99,6 +100,7 @@ ROW_KEYS: Final = (
     "error",
     "finding",
     "kernel",
+    *TIMELINE_KEYS,
 )
 """The keys of every study row.  ``*_per_flip`` are steady-state means per frame (a frame
 flips every layer once; a re-import frame imports, submits and maybe closes); ``map_ms`` to
@@ -236,6 +238,10 @@ def price(run: RunRecord, preset: CostPreset, refresh_hz: float) -> dict[str, ob
         **_outcome(run),
         "kernel": run.kernel,
     }
+    if spec.workload == "pageflip":
+        row.update(timeline_fields(row))
+    else:
+        row.update(dict.fromkeys(TIMELINE_KEYS))
     return row
 
 
@@ -291,6 +297,7 @@ def _unmeasured(run: RunRecord, preset: CostPreset, refresh_hz: float) -> dict[s
         "leaked_objects": run.leaks,
         "lifetime_reports": run.reports,
         **_outcome(run),
+        **dict.fromkeys(TIMELINE_KEYS),
     }
     return {k: row[k] for k in ROW_KEYS}
 

@@ -44,6 +44,7 @@ from gpuvm.study.cli.ingest_cmd import add_ingest
 from gpuvm.study.cli.presets_cmd import add_presets
 from gpuvm.study.cli.replay_cmd import add_replay
 from gpuvm.study.cli.study_cmd import add_study
+from gpuvm.study.cli.timeline_cmd import add_timeline
 from gpuvm.study.cli.vectors_cmd import add_vectors
 
 __all__ = [
@@ -69,6 +70,7 @@ COMMANDS: list[AddCommand] = [
     add_replay,
     add_ingest,
     add_vectors,
+    add_timeline,
 ]
 """The subcommands, in help order.  Append ``add_<name>`` here (or :func:`register` it)."""
 
@@ -88,6 +90,7 @@ examples:
   gpuvm cases
   gpuvm dmabuf --scenario S5 --bandwidth 12
   gpuvm replay trace.jsonl          # replay a recorded trace: events + lifetime verdict
+  gpuvm timeline --refresh 144 --layers 2   # dropped frames at vblank (SimPy)
   gpuvm COMMAND --help              # each command's options and examples
 
 Without a command, `gpuvm` prints this help."""
