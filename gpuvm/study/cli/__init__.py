@@ -106,9 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=MAIN_EPILOG,
     )
-    parser.add_argument(
-        "--version", action="version", version=f"gpuvm-model {_version()}"
-    )
+    parser.add_argument("--version", action="version", version=f"gpuvm-model {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for add in COMMANDS:
         add(sub)
