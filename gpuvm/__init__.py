@@ -1,8 +1,9 @@
 """gpuvm-model: an executable model of Linux DRM GPU VA management.
 
-The core (this package's ``vm``, ``va``, ``vmbo``, ``gem``, ``ops``, ``splitmerge``,
+The core (``gpuvm.core``: ``vm``, ``va``, ``vmbo``, ``gem``, ``ops``, ``splitmerge``,
 ``vatree``, ``refs``, ``events``, ``errors``) models ``drivers/gpu/drm/drm_gpuvm.c`` op for
-op; the driver layer, legacy path, cost observers and studies build on it.
+op; the legacy path (``legacy``), the driver layer (``gpuvm.drm``), the observers
+(``gpuvm.observe``) and the studies (``gpuvm.study``) build on it, in that order.
 """
 
 from gpuvm.core.errors import (

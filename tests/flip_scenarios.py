@@ -1,4 +1,4 @@
-"""Pageflip and re-import scenarios of ``legacy.md`` sections 5 and 6, as functions that
+"""Pageflip (msm KMS VM) and dma-buf re-import scenarios, as functions that
 build a device with a policy, run the workload, and return steady-state counts of page-table
 events per flip (or per frame).  Shared by the KMS and policy tests.
 """
@@ -70,7 +70,7 @@ def run_flips(dev: Device, frame: Callable[[int], None]) -> PerFlip:
     return PerFlip(m, u, t, warm)
 
 
-# --- section 5: KMS VM per pageflip ---------------------------------------------------------
+# --- KMS VM per pageflip --------------------------------------------------------------------
 
 
 def swapchain(policy: Policy) -> tuple[Device, PerFlip]:
@@ -146,7 +146,7 @@ def recreate_every_frame(policy: Policy) -> tuple[Device, PerFlip]:
     return dev, run_flips(dev, frame)
 
 
-SECTION5: dict[str, Callable[[Policy], tuple[Device, PerFlip]]] = {
+FLIP_SCENARIOS: dict[str, Callable[[Policy], tuple[Device, PerFlip]]] = {
     "swapchain": swapchain,
     "same_device_client": same_device_client,
     "foreign_handle_closed": lambda p: foreign(p, keep_handle=False),
@@ -155,7 +155,7 @@ SECTION5: dict[str, Callable[[Policy], tuple[Device, PerFlip]]] = {
 }
 
 
-# --- section 6: re-import by a GPU consumer ----------------------------------------------------
+# --- re-import by a GPU consumer ------------------------------------------------------------
 
 
 def reimport(

@@ -1,7 +1,7 @@
 """An independent reference for GPUVM's split/merge, used only by the tests.
 
 It re-derives what ``__drm_gpuvm_sm_map`` / ``__drm_gpuvm_sm_unmap`` (drm_gpuvm.c) compute,
-from the spec (sections 2, 3.2, 3.3) and the kernel's semantics, but on the simplest
+from the kernel's semantics (``drm_gpuvm_range_valid``, the split/merge walk), but on the simplest
 possible data: a Python list of ``(addr, range, obj, offset)`` tuples sorted by address,
 searched by linear scans.  Nothing here imports the model's index or op generator, so the
 model is checked against a second, separately written implementation.

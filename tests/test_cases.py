@@ -1,9 +1,10 @@
 """The 15 split/merge cases documented in drm_gpuvm.c and the multi-VA example.
 
 Two independent checks: the case table in ``gpuvm.study.cases`` replayed on the model, and for
-several cases expected op objects written out here by hand (from the spec's table in
-section 3.4), compared field by field: op kind, ``keep``, and each piece's addr, range,
-object and offset.  Also: the ``gpuvm cases`` CLI exits 0, in text and JSON form.
+several cases expected op objects written out here by hand (from the case comments of
+``drm_gpuvm.c``; case 15 follows the code, which gives ``n+1`` where the comment says
+``n+2``), compared field by field: op kind, ``keep``, and each piece's addr, range, object
+and offset.  Also: the ``gpuvm cases`` CLI exits 0, in text and JSON form.
 """
 
 from __future__ import annotations
@@ -164,8 +165,8 @@ def test_multi_va_example() -> None:
 
 
 def test_pieces_copy_flags_and_map_sparse_iff_objectless() -> None:
-    """Pieces carry no flags (spec 3.1); the canonical driver copies them from the split
-    VA, as msm does.  A MAP with no object creates a sparse VA."""
+    """Pieces carry no flags (``drm_gpuva_op_map`` has none); the canonical driver copies
+    them from the split VA, as msm does.  A MAP with no object creates a sparse VA."""
     vm = GpuVm(0, 64)
     bo = GemObject(64)
     (va,) = vm.map(0, 8, bo, 0)

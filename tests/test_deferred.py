@@ -1,6 +1,7 @@
 """IMMEDIATE_MODE: deferred VmBo puts and unlinks, zombies, ``bo_deferred_cleanup``, and
 fence-signalling sections (``drm_gpuvm_bo_put_deferred``, ``drm_gpuva_unlink_defer``,
-``drm_gpuvm_bo_deferred_cleanup``; spec section 4 and the section 7 table)."""
+``drm_gpuvm_bo_deferred_cleanup``; the model rejects a deferred call without
+IMMEDIATE_MODE, where the kernel only WARNs)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A hypothesis state machine over one shared buffer: attach (static, dynamic, p2p, with
 or without NO_MOVE) / map / remap / unmap / pin / unpin / exporter move / exporter use /
 VRAM pressure / detach / close, under the amdgpu and xe exporter behaviours.  After every
-step the dmabuf spec section 7 invariants hold; every refused call raised a GpuvmError
+step ``DmaBuf.check_invariants`` holds; every refused call raised a GpuvmError
 with an errno and changed nothing; a pinned backing never moved; every dynamic importer
 was notified before any move of a mapped backing."""
 

@@ -1,5 +1,7 @@
 """The per-file mode choice: every (flavour, state, call) against the errno tables of
-``legacy.md`` section 7, written out here independently of ``gpuvm.drm.modes``; a refused call
+msm ``adreno_set_param`` / ``msm_ioctl_vm_bind`` and nouveau ``nouveau_uvmm_ioctl_vm_init`` /
+``nouveau_gem_ioctl_pushbuf`` / ``nouveau_exec_ioctl_exec``, written out here independently
+of ``gpuvm.drm.modes``; a refused call
 leaves the whole driver layer unchanged."""
 
 from __future__ import annotations

@@ -1,20 +1,21 @@
 """KMS: framebuffers hold their buffers, per-framebuffer pin counts, RMFB / CLOSEFB, atomic
-flips that validate first, and the per-flip map/unmap table of ``legacy.md`` section 5 for
-every policy."""
+flips that validate first, and the per-flip map/unmap table (``msm_framebuffer_prepare`` /
+``msm_framebuffer_cleanup``, with and without commit 3bebfd53af0f's ``vma_ref``) for every
+policy."""
 
 from __future__ import annotations
 
 import errno as E
 
 import pytest
-from flip_scenarios import FB_SIZE, N_BUFFERS, SECTION5, freed, of
+from flip_scenarios import FB_SIZE, FLIP_SCENARIOS, N_BUFFERS, freed, of
 
 from gpuvm import EventLog
 from gpuvm.core.errors import BadHandle, Busy, InvalidValue, NoSpace
 from gpuvm.core.events import Mapped, TlbInvalidated, Unmapped
 from gpuvm.drm.device import Device, snapshot
 
-# legacy.md section 5: (maps, unmaps) per flip in steady state
+# (maps, unmaps) per flip in steady state
 #                         pre-6.17   intermediate   6.17 final
 TABLE = {
     "swapchain": ((0, 0), (1, 1), (0, 0)),
@@ -30,7 +31,7 @@ COLUMNS = ("legacy_pre_6_17", "gpuvm_eager", "gpuvm_vma_ref")
 @pytest.mark.parametrize("column", range(3))
 def test_section5_per_flip_counts(scenario: str, column: int) -> None:
     policy = COLUMNS[column]
-    dev, r = SECTION5[scenario](policy)
+    dev, r = FLIP_SCENARIOS[scenario](policy)
     assert (r.maps, r.unmaps) == TABLE[scenario][column]
     assert r.tlb == r.unmaps  # every display unmap invalidates its range
     assert dev.display_vm is not None and dev.display_vm.tlb_kind == "per_page"
@@ -41,13 +42,13 @@ def test_section5_per_flip_counts(scenario: str, column: int) -> None:
 def test_lazy_policies_flip_like_pre_6_17(scenario: str, policy: str) -> None:
     """Options 2 and 3 keep lazy display teardown: their flips cost what pre-6.17 flips
     did."""
-    _, r = SECTION5[scenario](policy)
+    _, r = FLIP_SCENARIOS[scenario](policy)
     assert (r.maps, r.unmaps) == TABLE[scenario][0]
 
 
 def test_swapchain_maps_each_buffer_once_on_first_use() -> None:
     for policy in ("legacy_pre_6_17", "gpuvm_vma_ref"):
-        _, r = SECTION5["swapchain"](policy)
+        _, r = FLIP_SCENARIOS["swapchain"](policy)
         assert r.warmup_maps == N_BUFFERS
 
 

@@ -38,7 +38,7 @@ def test_the_layer_contract_is_kept() -> None:
         ("gpuvm/core/u64.py", "from gpuvm.drm import device"),
         ("gpuvm/drm/modes.py", "from gpuvm.observe import checker"),
         ("legacy/vma.py", "from gpuvm.drm import driver"),
-        ("gpuvm/observe/checker.py", "from gpuvm.study import runner"),
+        ("gpuvm/observe/checker/lifetime.py", "from gpuvm.study import runner"),
         ("gpuvm/testing/mutants.py", "from gpuvm.study import workloads"),
     ],
 )

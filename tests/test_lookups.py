@@ -1,4 +1,5 @@
-"""Lookups of the VA space (spec section 2) and their kernel quirks.
+"""Lookups of the VA space (``drm_gpuva_find_first``, ``drm_gpuva_find``,
+``drm_gpuva_find_prev``, ``drm_gpuva_find_next``) and their kernel quirks.
 
 ``find_first`` is the interval tree's first hit on the closed interval
 ``[addr, addr+range-1]`` (u64: a zero range wraps to an inverted or full interval);

@@ -1,4 +1,6 @@
-"""Teardown policies: the re-import table of ``legacy.md`` section 6, the leak report that
+"""Teardown policies: the per-frame re-import table of a GPU consumer (a PRIME cache hit in
+``drm_gem_prime_fd_to_handle`` returns the same handle; after the last close a foreign import
+makes a new GEM object), the leak report that
 names the buffer -> VMA -> VmBo -> buffer cycle, the weak-ref quirk's use-after-free, the
 6.17 handle-close and ``vma_ref`` rules, eviction, and a user-written policy."""
 
@@ -7,7 +9,7 @@ from __future__ import annotations
 import errno as E
 
 import pytest
-from flip_scenarios import FB_SIZE, SECTION5, freed, of, reimport
+from flip_scenarios import FB_SIZE, FLIP_SCENARIOS, freed, of, reimport
 
 from gpuvm import EventLog, explain
 from gpuvm.core.errors import Busy, UseAfterFree
@@ -26,14 +28,14 @@ from gpuvm.drm.policies import (
 )
 from legacy import path
 
-# --- legacy.md section 6: extra VA operations per frame for a GPU consumer ------------------
+# --- re-import: extra VA operations per frame for a GPU consumer ---------------------------
 
 PRE = ("legacy_pre_6_17", "separate_tracker", "weak_ref_quirk")
 CTX_617 = ("gpuvm_vma_ref", "gpuvm_eager")
 BIND = ("gpuvm_vma_ref", "gpuvm_eager", "separate_tracker", "weak_ref_quirk")
 
 #              (foreign, close each frame): (pre-6.17 legacy, 6.17 legacy ctx, VM_BIND ctx)
-SECTION6 = {
+REIMPORT_TABLE = {
     (False, False): ((0, 0), (0, 0), (0, 0)),
     (True, False): ((0, 0), (0, 0), (0, 0)),
     (False, True): ((0, 0), (1, 1), (1, 1)),
@@ -43,7 +45,7 @@ SECTION6 = {
 
 def _cases() -> list[tuple[bool, bool, str, bool, int]]:
     out = []
-    for foreign, close in SECTION6:
+    for foreign, close in REIMPORT_TABLE:
         out += [(foreign, close, p, False, 0) for p in PRE]
         out += [(foreign, close, p, False, 1) for p in CTX_617]
         out += [(foreign, close, p, True, 2) for p in BIND]
@@ -55,7 +57,7 @@ def test_section6_reimport(
     foreign: bool, close: bool, policy: str, vm_bind: bool, column: int
 ) -> None:
     r = reimport(policy, foreign_src=foreign, close_each_frame=close, vm_bind=vm_bind)
-    assert (r.maps, r.unmaps) == SECTION6[(foreign, close)][column]
+    assert (r.maps, r.unmaps) == REIMPORT_TABLE[(foreign, close)][column]
     assert r.tlb == r.unmaps
 
 
@@ -86,14 +88,14 @@ def test_legacy_trigger_with_gpuvm_refs_leaks_through_a_named_cycle() -> None:
 
 
 def test_recreating_framebuffers_leaks_one_buffer_per_frame_with_the_legacy_trigger() -> None:
-    dev, r = SECTION5["recreate_every_frame"]("gpuvm_legacy_trigger")
+    dev, r = FLIP_SCENARIOS["recreate_every_frame"]("gpuvm_legacy_trigger")
     assert (r.maps, r.unmaps) == (1, 0)
     assert len(dev.live_bos) >= 12  # every imported buffer is still alive
 
 
 @pytest.mark.parametrize("policy", sorted(set(POLICIES) - {"gpuvm_legacy_trigger"}))
 def test_leak_free_flips_free_everything(policy: str) -> None:
-    for scenario, fn in SECTION5.items():
+    for scenario, fn in FLIP_SCENARIOS.items():
         dev, _ = fn(policy)
         tables = {id(f.fds): f.fds for f in dev.files}
         for f in list(dev.files):
@@ -266,9 +268,9 @@ class EagerDisplayOnly(TeardownPolicy):
 
 def test_user_policies_plug_in() -> None:
     assert make_policy(EagerDisplayOnly).name == "eager_display_only"
-    _, r = SECTION5["swapchain"](EagerDisplayOnly)
+    _, r = FLIP_SCENARIOS["swapchain"](EagerDisplayOnly)
     assert (r.maps, r.unmaps) == (1, 1)
-    _, r = SECTION5["swapchain"](KeepSwapchainMapped())
+    _, r = FLIP_SCENARIOS["swapchain"](KeepSwapchainMapped())
     assert (r.maps, r.unmaps) == (0, 0)
     with pytest.raises(ValueError, match="unknown policy"):
         make_policy("nope")

@@ -1,4 +1,5 @@
-"""Reference counts and lifetimes (spec sections 1.2, 1.3, 4, 6 items 5-9 and 12).
+"""Reference counts and lifetimes (drm_gpuvm.c: ``drm_gpuvm_bo_destroy``, ``drm_gpuvm_free``,
+extobj / evict lists, the VmBo and VM refcount invariants, full teardown).
 
 Destruction order (a VmBo drops its VM before its GEM, so a VM can be freed before the
 buffer), ``vm_free`` called exactly once, the VM's reference on ``r_obj``, strict
@@ -253,7 +254,7 @@ def test_explain_chains() -> None:
 
 
 def test_explain_reports_cycles() -> None:
-    """Mixing directions (spec 5, item 1): a legacy-style 'buffer holds its VMA holds the
+    """Mixing directions: a legacy-style 'buffer holds its VMA holds the
     VM' reference on top of GPUVM's VA -> VmBo -> GEM makes a loop."""
     vm = GpuVm(0, 0x1000, name="vm")
     bo = GemObject(0x100, name="bo")

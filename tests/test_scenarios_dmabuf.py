@@ -1,5 +1,5 @@
-"""The dma-buf scenarios of dmabuf spec section 4 (S1-S7), the VRAM-only import (section 6)
-and late attachers (section 5), with their numbers pinned, and the ``gpuvm dmabuf`` CLI."""
+"""The multi-GPU dma-buf scenarios S1-S7, the VRAM-only import (V) and late attachers (L),
+with their numbers pinned, and the ``gpuvm dmabuf`` CLI."""
 
 from __future__ import annotations
 

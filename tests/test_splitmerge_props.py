@@ -174,8 +174,9 @@ class PageModel:
 
 
 def check_shape(ops: list[Any], *, is_map: bool) -> None:
-    """The documented shape (spec 3.2/3.3): ascending, one MAP and last (sm_map) or none
-    (sm_unmap), at most two REMAPs, none without a piece, keep False for sm_unmap."""
+    """The shape ``__drm_gpuvm_sm_map`` / ``__drm_gpuvm_sm_unmap`` produce: ascending, one
+    MAP and last (sm_map) or none (sm_unmap), at most two REMAPs, none without a piece, keep
+    False for sm_unmap."""
     maps = [i for i, op in enumerate(ops) if isinstance(op, MapOp)]
     if is_map:
         assert maps == [len(ops) - 1], ops

@@ -12,7 +12,7 @@ import pytest
 
 from gpuvm.core.errors import GpuvmError
 from gpuvm.observe import trace
-from gpuvm.observe.trace import Session, TraceError, load, replay
+from gpuvm.observe.trace import Session, TraceError, load, replay, replayer
 from gpuvm.study import cli
 
 P = 4096
@@ -132,7 +132,7 @@ def test_whole_trace_validated_before_anything_runs(monkeypatch: pytest.MonkeyPa
     def no_model(*args: object, **kw: object) -> None:
         raise AssertionError("a model was built for an invalid trace")
 
-    monkeypatch.setattr(trace, "Session", no_model)
+    monkeypatch.setattr(replayer, "Session", no_model)  # the name replay() looks up
     with pytest.raises(TraceError) as info:
         replay("\n".join(lines))
     assert info.value.line == len(lines)

@@ -1,4 +1,5 @@
-"""Every rejection of spec section 7 the core implements: the right GpuvmError subclass,
+"""Every rejection the core implements (drm_gpuvm.c's errnos, and the misuse the kernel
+only WARNs about or leaves undefined): the right GpuvmError subclass,
 the kernel errno, and a whole-model snapshot (layout, VA identities, every holder dict,
 GEM lists, extobj/evict lists, generation, warnings) unchanged, with no event emitted.
 

@@ -1,5 +1,5 @@
-"""Workloads: pageflip and re-import over the driver layer reproduce the per-flip tables of
-``legacy.md`` sections 5 and 6, scale with layers and resolution, split frames with
+"""Workloads: pageflip and re-import over the driver layer reproduce the per-flip (KMS VM) and
+per-frame (re-import) tables, scale with layers and resolution, split frames with
 ``FrameEnd``, exclude warm-up, and refuse bad parameters before building anything."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from gpuvm.study.workloads import (
 FRAMES = 16
 
 # (source, pattern): (maps, unmaps) per flip for pre-6.17, eager, 6.17 vma_ref
-SECTION5 = {
+FLIP_SCENARIOS = {
     ("swapchain", "own"): ((0, 0), (1, 1), (0, 0)),
     ("client", "weston"): ((0, 0), (1, 1), (0, 0)),
     ("client", "wlroots"): ((0, 0), (1, 1), (0, 0)),
@@ -33,7 +33,7 @@ SECTION5 = {
 COLUMNS = ("legacy_pre_6_17", "gpuvm_eager", "gpuvm_vma_ref")
 
 
-@pytest.mark.parametrize(("source", "pattern"), list(SECTION5))
+@pytest.mark.parametrize(("source", "pattern"), list(FLIP_SCENARIOS))
 @pytest.mark.parametrize("column", range(3))
 def test_pageflip_reproduces_section5(source: str, pattern: str, column: int) -> None:
     policy = COLUMNS[column]
@@ -41,7 +41,7 @@ def test_pageflip_reproduces_section5(source: str, pattern: str, column: int) ->
         frames=FRAMES, source=source, pattern=pattern, policy=policy, teardown=True, check=True
     )
     per = run.per_flip()
-    assert (per["map_ops"], per["unmap_ops"]) == SECTION5[(source, pattern)][column]
+    assert (per["map_ops"], per["unmap_ops"]) == FLIP_SCENARIOS[(source, pattern)][column]
     assert per["tlb_invalidations"] == per["unmap_ops"]
     assert per["tlb_range_invalidations"] == per["unmap_ops"]  # the display VM is per-page
     assert run.steady.frames == FRAMES - run.spec.warmup
@@ -83,8 +83,8 @@ def test_legacy_trigger_leaks_are_reported_at_teardown() -> None:
     assert run.torn_down and any("cycle" in line for line in run.leaks)
 
 
-# legacy.md section 6: (maps, unmaps) per frame in the consumer's context VM
-SECTION6 = {
+# re-import: (maps, unmaps) per frame in the consumer's context VM
+REIMPORT_TABLE = {
     ("same_device", "keep_handle", "legacy", "legacy_pre_6_17"): (0, 0),
     ("same_device", "close_each_frame", "legacy", "legacy_pre_6_17"): (0, 0),
     ("foreign", "close_each_frame", "legacy", "legacy_pre_6_17"): (1, 1),
@@ -95,7 +95,7 @@ SECTION6 = {
 }
 
 
-@pytest.mark.parametrize(("source", "pattern", "consumer", "policy"), list(SECTION6))
+@pytest.mark.parametrize(("source", "pattern", "consumer", "policy"), list(REIMPORT_TABLE))
 def test_reimport_reproduces_section6(
     source: str, pattern: str, consumer: str, policy: str
 ) -> None:
@@ -103,7 +103,7 @@ def test_reimport_reproduces_section6(
         pattern, FRAMES, source=source, consumer=consumer, policy=policy, teardown=True, check=True
     )
     per = run.per_flip()
-    assert (per["map_ops"], per["unmap_ops"]) == SECTION6[(source, pattern, consumer, policy)]
+    assert (per["map_ops"], per["unmap_ops"]) == REIMPORT_TABLE[(source, pattern, consumer, policy)]
     assert per["tlb_range_invalidations"] == 0  # context VMs flush the whole context
     assert per["tlb_flushes"] == per["unmap_ops"]
     assert run.leaks == []

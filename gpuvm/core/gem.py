@@ -21,7 +21,7 @@ from gpuvm.core.refs import OWNER, RefCount
 from gpuvm.core.u64 import check_u64
 
 if TYPE_CHECKING:
-    from gpuvm.core.vm import VmBo
+    from gpuvm.core.vmbo import VmBo
 
 _ids = itertools.count(1)
 

@@ -13,7 +13,8 @@ import attrs
 
 if TYPE_CHECKING:
     from gpuvm.core.gem import GemObject
-    from gpuvm.core.vm import GpuVm, Va
+    from gpuvm.core.va import Va
+    from gpuvm.core.vm import GpuVm
 
 
 @attrs.frozen(slots=True)

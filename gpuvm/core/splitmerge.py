@@ -18,8 +18,8 @@ from gpuvm.core.ops import MapOp, MapRequest, Op, Piece, PrefetchOp, RemapOp, Un
 from gpuvm.core.u64 import MASK
 
 if TYPE_CHECKING:
+    from gpuvm.core.va import Va
     from gpuvm.core.vatree import VaIndex
-    from gpuvm.core.vm import Va
 
 
 def _walk_safe(index: VaIndex[Va], start: int, end: int) -> Iterator[Va]:

@@ -14,7 +14,8 @@ import attrs
 
 if TYPE_CHECKING:
     from gpuvm.core.gem import GemObject
-    from gpuvm.core.vm import GpuVm, VmBo
+    from gpuvm.core.vm import GpuVm
+    from gpuvm.core.vmbo import VmBo
 
 
 @attrs.define(slots=True, eq=False, repr=False)

@@ -6,8 +6,10 @@ memory domains, scanout domains, contiguity needs, which PRIME import paths it
 implements and how it behaves as an exporter, :class:`ExporterRules`).  :class:`Topology`
 answers peer-to-peer reachability between two devices (``pci_p2pdma_distance``, or the
 same XGMI hive for amdgpu).  :func:`reachable` and :func:`choose_backing` are the
-constraint solver of dmabuf spec section 5: the backing an exporter could pick so that
-every attachment reaches it, or the reason none exists.  Nothing here has side effects.
+attach-time constraint solver: the backing an exporter could pick so that every attachment
+reaches it, or the reason none exists (the least-common constraint set of Sumit Semwal's
+attacher-constraints RFC v2/v3, dri-devel, Jan 2015; mainline leaves it to the exporter's
+``attach`` callback).  Nothing here has side effects.
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ def _positive(_: object, attribute: attrs.Attribute[int], value: int) -> None:
 
 @attrs.frozen(slots=True)
 class ExporterRules:
-    """How a driver behaves as a dma-buf exporter (dmabuf spec 2.3-2.6, 3), as data for
+    """How a driver behaves as a dma-buf exporter (``amdgpu_dma_buf.c``, ``xe_dma_buf.c``,
+    ``i915_gem_dmabuf.c``, the GEM shmem / DMA helpers: attach, map, pin, move), as data for
     the dma-buf layer to interpret."""
 
     flavour: str
@@ -442,7 +445,7 @@ def reachable(
     max_phys: int = DEFAULT_MAX_PHYS,
     contiguous: bool = False,
 ) -> bool:
-    """Whether an importer with ``caps`` can DMA to a backing in ``domain`` (spec 5):
+    """Whether an importer with ``caps`` can DMA to a backing in ``domain``:
     VRAM needs a p2p attachment; system pages (TT or SYSTEM) need an IOMMU, or pages
     below its ``dma_mask`` (``max_phys`` is the backing's highest byte address) and,
     if it needs contiguity, a contiguous backing."""
@@ -489,7 +492,7 @@ def choose_backing(
     ram_top: int = DEFAULT_MAX_PHYS,
 ) -> BackingChoice | Unsat:
     """The first domain of ``exporter_pref`` that every attachment reaches, with the
-    least-common constraints of the attachers (spec 5's ``choose_backing``).
+    least-common constraints of the attachers.
 
     Contiguous if a non-IOMMU attacher needs it, or if page-sized chunks would exceed a
     non-IOMMU attacher's segment count; system-memory backing limited to the lowest

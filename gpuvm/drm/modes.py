@@ -3,9 +3,12 @@
 A DRM file's state is one of :class:`ModeState`; each driver flavour has a table mapping
 ``(state, call)`` to a :class:`Rule`: either an errno (the call is refused and nothing
 changes) or the state the file moves to.  Calls a flavour does not have at all are refused
-with ``-ENOTTY``.  Sources: ``legacy.md`` section 7 (msm ``adreno_set_param``,
-``msm_ioctl_vm_bind``, ``msm_ioctl_gem_info``; nouveau ``nouveau_uvmm_ioctl_vm_init``,
-``nouveau_gem_ioctl_pushbuf``, ``nouveau_exec_ioctl_exec``).
+with ``-ENOTTY``.  Sources (torvalds/linux): msm ``adreno_set_param`` in
+``drivers/gpu/drm/msm/adreno/adreno_gpu.c`` (``MSM_PARAM_EN_VM_BIND``: ``-EINVAL`` without
+per-process page tables, ``-EBUSY`` once the VM exists; commit feb8ef4636a4 "drm/msm: Add
+opt-in for VM_BIND"), ``msm_ioctl_vm_bind``, ``msm_ioctl_gem_info``; nouveau
+``nouveau_uvmm_ioctl_vm_init``, ``nouveau_gem_ioctl_pushbuf``, ``nouveau_exec_ioctl_exec``
+(``-ENOSYS`` across modes).
 
 Calls: ``gem_new``, ``get_param``, ``en_vm_bind`` (msm ``SET_PARAM(EN_VM_BIND)``),
 ``vm_init`` (nouveau ``VM_INIT``), ``channel_alloc``, ``get_iova``, ``set_iova``, ``submit``

@@ -10,7 +10,12 @@ buffer).  Every policy emits the same events (``Mapped``, ``Unmapped``,
 ``TlbInvalidated``, ``VmaCreated``, ``VmaDestroyed``, ``RefGot``/``RefPut``, ``Freed``), so
 cost observers count them alike.
 
-Built in (``legacy.md`` sections 2-4):
+Built in.  "Option N" is Danilo Krummrich's list of ways forward for msm's legacy VMs, in
+order of preference, in his reply to "[PATCH v4 01/40] drm/gpuvm: Don't require obj lock in
+destructor path" (dri-devel, May 2025, Message-ID ``aCb-72KH-NrzvGXy@pollux``): (1) rework
+msm's legacy code to follow GPUVM's lifetime rules, (2) keep legacy VMs out of GPUVM, (3) an
+explicit msm-only quirk flag with no lifetime guarantees.  msm took option 1 (commits
+111fdd2198e6, the drm_gpuvm conversion, and 3bebfd53af0f, ``vma_ref``; mainline 6.17):
 
 * ``legacy_pre_6_17``: legacy address spaces; VMAs live until buffer free; handle close does
   nothing; no VM_BIND.

@@ -1,8 +1,8 @@
-"""The multi-GPU dma-buf scenarios of dmabuf spec section 4 (S1-S7), plus the VRAM-only
-import of section 6 and the attach-time constraints of section 5, run on the model with
-numbers.
+"""Seven multi-GPU dma-buf scenarios (S1-S7, around Simon Ser's NO_MOVE import RFC,
+dri-devel, 13 Oct 2024, and Michel Dänzer's replies), plus a VRAM-only device importing a
+system-memory buffer (V) and late attachers (L), run on the model with numbers.
 
-Setup [M] (spec section 4): dGPU = amdgpu, 8 GiB VRAM, PCIe 4.0 x16 (24 GB/s), scans out
+Setup ([M]: a modelling choice): dGPU = amdgpu, 8 GiB VRAM, PCIe 4.0 x16 (24 GB/s), scans out
 of VRAM; iGPU = Intel sharing system memory, no p2p path to the dGPU's VRAM, i915 static
 importer (xe: dynamic).  A 3840x2160 XRGB8888 linear buffer is 33,177,600 B (8100 pages);
 swapchain of 3; 60 Hz.  Devices are :class:`~gpuvm.drm.device.Device` s with caps and a memory
@@ -794,7 +794,7 @@ SCENARIOS: dict[str, Callable[[float], ScenarioResult]] = {
     "V": v_vram_only_import,
     "L": l_late_attach,
 }
-"""Scenario functions by key: S1-S7 of the spec (S5 in both exporter behaviours), V
+"""Scenario functions by key: S1-S7 (S5 in both exporter behaviours), V
 (VRAM-only import) and L (late attachers)."""
 
 

@@ -195,8 +195,8 @@ def default_workloads(
     swapchain_depth: int = 3,
 ) -> list[WorkloadSpec]:
     """The study's workloads for each resolution: the pageflip of every source with every
-    import pattern (``legacy.md`` section 5, costs spec section 7) and the re-import of
-    every source, pattern and consumer (section 6).  Every spec is validated."""
+    import pattern (weston, wlroots, Android's slot cache, no cache) and the re-import of
+    every source, pattern and consumer.  Every spec is validated."""
     out: list[WorkloadSpec] = []
     for res in resolutions:
         name = resolution(res).name

@@ -6,10 +6,15 @@
   compositor's own swapchain, a client of the same device, or a foreign device (a dma-buf
   from a discrete GPU or a dma-heap), imported with a compositor's pattern (weston keeps
   its handle, wlroots closes it after ``ADDFB2``, Android's slot cache, or a framebuffer
-  re-created every frame) (``legacy.md`` section 5, costs spec section 7).
+  re-created every frame): wlroots ``backend/drm/fb.c`` closes the GEM handles right after
+  ``ADDFB2`` and keeps the framebuffer per buffer; weston ``libweston/backend-drm/fb.c``
+  keeps the ``gbm_bo`` (and its handle); drm_hwcomposer ``DrmFbImporter.cpp`` /
+  ``HwcLayer.cpp`` keeps one framebuffer per layer slot.
 * :func:`reimport` runs a GPU consumer that textures from an imported buffer in its own
   context VM, importing it again every frame and keeping or closing its handle
-  (``legacy.md`` section 6).
+  (``drm_gem_prime_fd_to_handle`` in ``drivers/gpu/drm/drm_prime.c`` returns the same handle
+  while the file holds one for that dma-buf; after the last close a foreign import makes a
+  new GEM object, a self-import returns the exporter's).
 
 Each frame ends with a :class:`~gpuvm.core.events.FrameEnd` on the device's bus, so
 :class:`~gpuvm.observe.costs.CostCounters` split the run into frames; the first ``warmup`` frames
@@ -67,7 +72,7 @@ PAGEFLIP_PATTERNS: Final[Mapping[str, str]] = {
     "recreate": "no cache: import, ADDFB2, close the handle, flip and RMFB the previous "
     "framebuffer every frame",
 }
-"""How a compositor imports a client's buffer (costs spec section 7)."""
+"""How a compositor imports a client's buffer (see the module docstring for the sources)."""
 
 REIMPORT_SOURCES: Final[Mapping[str, str]] = {
     "same_device": "the producer is another file of the same device (self-import)",
@@ -179,7 +184,7 @@ class WorkloadSpec:
 
 @attrs.define(slots=True, eq=False)
 class WorkloadRun:
-    """The outcome of one workload under one policy: the spec, the device (closed if the
+    """The outcome of one workload under one policy: its ``WorkloadSpec``, the device (closed if the
     run was torn down) and its counters, the steady-state counts (``steady.frames`` frames
     after warm-up), and, after a teardown, the device's leak report and lifetime reports
     (use-after-free)."""

@@ -2,11 +2,11 @@
 milliseconds.
 
 A :class:`CostPreset` has fixed, per-page and per-flush terms (microseconds, or
-nanoseconds for the per-page PTE terms), the text of its source and the evidence class of
-the costs spec (M measured, D derived, E estimate).  Pricing is linear in the counts, so the
-cost of N frames is N times the cost of their mean, and swapping a preset never reruns the
-model.  Built-in presets ship as TOML files in ``gpuvm/presets/``; users load their own with
-:func:`load_presets` (schema in ``docs/costs.md``).
+nanoseconds for the per-page PTE terms), the text of its source and an evidence class
+(M measured or stated in a cited public source, D derived from M values, E estimate).
+Pricing is linear in the counts, so the cost of N frames is N times the cost of their
+mean, and swapping a preset never reruns the model.  Built-in presets ship as TOML files
+in ``gpuvm/presets/``; users load their own with :func:`load_presets` (schema in ``docs/costs.md``).
 """
 
 from __future__ import annotations

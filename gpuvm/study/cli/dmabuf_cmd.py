@@ -19,7 +19,7 @@ def add_dmabuf(sub: SubParsers) -> None:
         parents=[json_parent()],
         help="the multi-GPU dma-buf scenarios S1-S7 with their numbers",
         description=_wrap(
-            "Runs the dma-buf sharing scenarios of the spec (section 4: S1-S7, S5 also with "
+            "Runs the multi-GPU dma-buf sharing scenarios (S1-S7, S5 also with "
             "amdgpu's no-re-promote rule as S5-settled; V: a VRAM-only device importing a "
             "system-memory buffer; L: late attachers) and prints migrations, bytes over "
             "the link and their milliseconds at the given bandwidth, pins, attachment "

@@ -1,281 +1,40 @@
-"""Memory domains and buffer placement, modelled on TTM (``drivers/gpu/drm/ttm``).
-
-A :class:`MemoryManager` is one device's set of TTM resource managers: a capacity per
-memory :class:`Domain` (SYSTEM, TT, VRAM, TTM's numbering), resident-byte accounting, one
-LRU per domain and the driver's eviction table.  A buffer (any object, usually a
-:class:`~gpuvm.core.gem.GemObject`) gets a :class:`Backing` from :meth:`MemoryManager.add`:
-its size, preferred and allowed :class:`Place` lists, current :class:`Resource`, pin
-count and LRU stamp.  :meth:`MemoryManager.validate` is ``ttm_bo_validate``'s two-pass
-search (DESIRED places skipped in the evicting pass, FALLBACK places used only in it),
-evicting unpinned LRU victims to the driver's eviction placement; :meth:`pin` and
-:meth:`unpin` follow ``amdgpu_bo_pin_restricted`` / ``ttm_bo_pin``.
-
-The model counts bytes, not addresses: there is no fragmentation, so a CONTIGUOUS or
-TOPDOWN allocation succeeds whenever the bytes fit.  CONTIGUOUS and ``lpfn`` are recorded
-on the resource, so a later request for contiguous (or range-limited) backing does not
-match an existing non-contiguous (or unlimited) one and forces a move, as in the kernel.
-
-Every mutation plans first (on a copy of the accounting) and applies after, so a rejected
-call leaves every buffer and the manager unchanged; :meth:`MemoryManager.plan_validate` is
-the side-effect-free dry run.  Moves emit :class:`~gpuvm.core.events.Migrated` on the bus and
-call the ``on_move`` hooks first (where a dma-buf exporter calls ``move_notify``).
+"""One device's memory manager (``ttm_device`` with its ``ttm_resource_manager``s):
+a buffer's :class:`Backing`, ``ttm_bo_validate``'s two-pass placement with LRU eviction to
+the driver's eviction table (``amdgpu_evict_flags``), nested pins (``ttm_bo_pin``,
+``amdgpu_bo_pin_restricted``), dry runs, and the move callback hooks.  One class, one
+concept: every mutation plans on a copy of the accounting and applies after.
 """
 
 from __future__ import annotations
 
-import enum
 import itertools
 import types
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
 from gpuvm.core.errors import Busy, InvalidValue, NoMemory, NotManaged, NotPinned, PinnedBuffer
-from gpuvm.core.events import Event, EventBus, Migrated, Warning
+from gpuvm.core.events import EventBus, Migrated, Warning
 from gpuvm.core.u64 import check_u64
+from gpuvm.drm.placement.cost import Move, copy_bytes
+from gpuvm.drm.placement.domains import (
+    GIB,
+    PAGE_SIZE,
+    Domain,
+    Place,
+    PlaceFlags,
+    PlaceSpec,
+    Resource,
+    _as_places,
+    _domain,
+)
 
 __all__ = [
     "AMDGPU_EVICTION",
-    "GIB",
-    "KIB",
-    "MIB",
-    "PAGE_SIZE",
-    "PCIE3_X16",
-    "PCIE4_X16",
-    "PCIE5_X16",
     "Backing",
-    "Domain",
-    "Link",
     "MemoryManager",
-    "MigrationTally",
-    "Move",
     "MoveHook",
-    "Place",
-    "PlaceFlags",
-    "PlaceSpec",
-    "Resource",
-    "amdgpu_domains",
-    "copy_bytes",
-    "crosses_link",
-    "migration_ms",
-    "places",
 ]
-
-PAGE_SIZE = 4096
-KIB = 1 << 10
-MIB = 1 << 20
-GIB = 1 << 30
-
-
-class Domain(enum.IntEnum):
-    """A TTM memory type (``TTM_PL_SYSTEM``/``TT``/``VRAM``); amdgpu calls TT "GTT"."""
-
-    SYSTEM = 0
-    """CPU pages, not GPU-visible."""
-    TT = 1
-    """System pages bound into the GPU aperture (GART)."""
-    VRAM = 2
-    """Device-local memory."""
-
-
-class PlaceFlags(enum.IntFlag):
-    """``TTM_PL_FLAG_*`` (values as in ``ttm_placement.h``)."""
-
-    NONE = 0
-    CONTIGUOUS = 1 << 0
-    """One physically contiguous range (recorded on the resource; always fits here)."""
-    TOPDOWN = 1 << 1
-    """Allocate from the top of the domain (recorded only: the model has no addresses)."""
-    TEMPORARY = 1 << 2
-    """A multihop bounce: the resulting resource never matches a later validate."""
-    DESIRED = 1 << 3
-    """Only tried in the first (non-evicting) pass."""
-    FALLBACK = 1 << 4
-    """Only tried in the second (evicting) pass."""
-
-
-_ALL_FLAGS = 0x1F
-_KEPT = PlaceFlags.CONTIGUOUS | PlaceFlags.TOPDOWN | PlaceFlags.TEMPORARY
-
-
-def _lpfn(_: object, __: attrs.Attribute[int], value: int) -> None:
-    check_u64("lpfn", value)
-
-
-def _domain(value: object) -> Domain:
-    try:
-        return Domain(value)  # type: ignore[arg-type]
-    except ValueError:
-        raise InvalidValue(f"not a memory domain: {value!r}") from None
-
-
-def _flags(value: object) -> PlaceFlags:
-    if not isinstance(value, int) or isinstance(value, bool) or value & ~_ALL_FLAGS:
-        raise InvalidValue(f"not placement flags: {value!r}")
-    return PlaceFlags(value)
-
-
-@attrs.frozen(slots=True)
-class Place:
-    """A ``struct ttm_place``: a domain, flags and ``lpfn``, the exclusive upper page frame
-    the backing must stay below (0: no limit).  ``fpfn`` is not modelled."""
-
-    domain: Domain = attrs.field(converter=_domain)
-    flags: PlaceFlags = attrs.field(default=PlaceFlags.NONE, converter=_flags)
-    lpfn: int = attrs.field(default=0, validator=_lpfn)
-
-    def __str__(self) -> str:
-        parts = [self.domain.name]
-        parts += [f.name for f in PlaceFlags if f and f in self.flags and f.name]
-        if self.lpfn:
-            parts.append(f"lpfn={self.lpfn:#x}")
-        return "|".join(parts)
-
-
-@attrs.frozen(slots=True)
-class Resource:
-    """A buffer's current backing (``struct ttm_resource``): the domain and the flags and
-    limit it was allocated with."""
-
-    domain: Domain
-    flags: PlaceFlags = PlaceFlags.NONE
-    lpfn: int = 0
-
-    @classmethod
-    def from_place(cls, place: Place) -> Resource:
-        return cls(place.domain, place.flags & _KEPT, place.lpfn)
-
-    @property
-    def contiguous(self) -> bool:
-        return PlaceFlags.CONTIGUOUS in self.flags
-
-    def compatible(self, place: Place) -> bool:
-        """Whether this backing satisfies ``place`` (``ttm_resource_compatible`` for one
-        place): same domain, contiguous if asked, inside the place's limit, not a
-        temporary bounce."""
-        if PlaceFlags.TEMPORARY in self.flags or self.domain != place.domain:
-            return False
-        if PlaceFlags.CONTIGUOUS in place.flags and not self.contiguous:
-            return False
-        return not place.lpfn or (self.lpfn != 0 and self.lpfn <= place.lpfn)
-
-
-PlaceSpec = Domain | Place | Iterable[Domain | Place]
-"""What the API accepts for a placement list: a domain, a place, or a sequence of them."""
-
-
-def places(*items: Domain | Place, flags: PlaceFlags = PlaceFlags.NONE) -> tuple[Place, ...]:
-    """An ordered placement list; bare domains become places with ``flags``."""
-    out = []
-    for item in items:
-        if isinstance(item, Place):
-            out.append(item)
-        elif isinstance(item, Domain):
-            out.append(Place(item, flags))
-        else:
-            raise InvalidValue(f"not a Domain or Place: {item!r}")
-    return tuple(out)
-
-
-def _as_places(spec: PlaceSpec) -> tuple[Place, ...]:
-    if isinstance(spec, Domain | Place):
-        return places(spec)
-    return places(*spec)
-
-
-def amdgpu_domains(
-    preferred: Iterable[Domain], *, kernel_or_discardable: bool = False
-) -> tuple[tuple[Place, ...], tuple[Place, ...]]:
-    """amdgpu's ``(preferred, allowed)`` for a BO created with ``preferred`` domains
-    (``amdgpu_gem_create_ioctl``): allowed = preferred, plus GTT when preferred is VRAM
-    alone (except kernel or discardable BOs)."""
-    pref = tuple(dict.fromkeys(Domain(d) for d in preferred))
-    allowed = pref
-    if pref == (Domain.VRAM,) and not kernel_or_discardable:
-        allowed = (Domain.VRAM, Domain.TT)
-    return places(*pref), places(*allowed)
-
-
-# --- migration cost -------------------------------------------------------------------------
-
-
-@attrs.frozen(slots=True)
-class Link:
-    """A copy link between VRAM and system memory with a practical bandwidth in bytes/s
-    (costs-and-workloads section 8)."""
-
-    name: str
-    bandwidth: float
-
-    def ms(self, nbytes: int) -> float:
-        """Milliseconds to copy ``nbytes`` over this link."""
-        return nbytes / self.bandwidth * 1e3
-
-
-PCIE3_X16 = Link("PCIe 3.0 x16", 12e9)
-PCIE4_X16 = Link("PCIe 4.0 x16", 24e9)
-PCIE5_X16 = Link("PCIe 5.0 x16", 48e9)
-
-
-def migration_ms(nbytes: int, link: Link | float = PCIE4_X16) -> float:
-    """Milliseconds to copy ``nbytes`` over ``link`` (a :class:`Link` or bytes/s); e.g.
-    33,177,600 B at 24 GB/s = 1.38 ms."""
-    bw = link.bandwidth if isinstance(link, Link) else float(link)
-    if bw <= 0:
-        raise InvalidValue(f"bandwidth must be positive, got {bw}")
-    return nbytes / bw * 1e3
-
-
-def copy_bytes(src: Domain | None, dst: Domain | None, size: int) -> int:
-    """Bytes a move copies: a move touching VRAM copies the buffer once (amdgpu sends
-    VRAM->SYSTEM through a TEMPORARY TT hop, still one copy); TT<->SYSTEM is a GART
-    bind/unbind, no copy; a first allocation or a dropped backing copies nothing."""
-    if src is None or dst is None:
-        return 0
-    return size if Domain.VRAM in (src, dst) else 0
-
-
-def crosses_link(src: Domain | None, dst: Domain | None) -> bool:
-    """True when a move's copy crosses the VRAM<->system link (not a VRAM-local blit)."""
-    return src is not None and dst is not None and (src == Domain.VRAM) != (dst == Domain.VRAM)
-
-
-@attrs.frozen(slots=True)
-class Move:
-    """One change of a buffer's backing done (or planned) by the manager; ``victim`` is
-    True for buffers evicted to make room."""
-
-    obj: object
-    src: Domain | None
-    dst: Domain | None
-    bytes: int
-    victim: bool = False
-
-
-@attrs.define(slots=True, eq=False)
-class MigrationTally:
-    """An observer of :class:`~gpuvm.core.events.Migrated`: moves, bytes copied and bytes that
-    crossed the link, and the milliseconds those take over ``link``.  Subscribe it with
-    ``bus.subscribe(tally, [Migrated])``."""
-
-    link: Link = PCIE4_X16
-    moves: int = 0
-    bytes: int = 0
-    link_bytes: int = 0
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, Migrated):
-            self.moves += 1
-            self.bytes += event.bytes
-            if (event.src == "VRAM") != (event.dst == "VRAM"):
-                self.link_bytes += event.bytes
-
-    @property
-    def ms(self) -> float:
-        return self.link.ms(self.link_bytes)
-
-
-# --- buffers and the manager ----------------------------------------------------------------
 
 
 @attrs.define(slots=True, eq=False, repr=False)

@@ -1,33 +1,10 @@
-"""dma-bufs, their attachments, and the file-descriptor tables that hold them
-(``struct dma_buf``, ``struct dma_buf_attachment``, a process's fd table).
-
-What PRIME export/import needs (the file references and who holds each, the exporter's
-buffer and release operation, attachments), plus dynamic sharing with placement: a
-dma-buf whose exporter has a :class:`~gpuvm.drm.placement.MemoryManager` carries an
-:class:`Exporter` (``dma_buf_ops`` of a TTM driver, its behaviour taken as data from
-:data:`gpuvm.drm.caps.EXPORTERS`).  Its attachments are static or dynamic (``importer_ops``
-with ``move_notify``), peer-to-peer or not; :meth:`DmaBuf.map` / :meth:`DmaBuf.unmap`
-(``dma_buf_map_attachment``), :meth:`DmaBuf.pin` / :meth:`DmaBuf.unpin`
-(``dma_buf_pin``), :meth:`DmaBuf.move` (an exporter-side ``ttm_bo_validate``) and the
-exporter's move callback, which calls every dynamic importer's ``move_notify`` before the
-backing changes.  Static mappings of a dynamic exporter pin; i915/GEM-helper exporters
-pin at attach.  Attach takes the importer's :class:`~gpuvm.drm.caps.DeviceCaps`: the exporter
-refuses what its rules refuse, a ``NO_MOVE`` attach that would migrate fails ``-EINVAL``,
-and a late attacher that cannot use an immovable backing fails ``-EBUSY``.  Deferred
-allocation: a backing not yet resident is placed at the first map from
-:func:`~gpuvm.drm.caps.choose_backing` over every attachment.  Every call validates first, so
-a refused one changes nothing.  The other seams are :attr:`DmaBuf.release_hooks` (the
-exporter's ``release`` op) and :attr:`DmaBuf.attach_hooks` / :attr:`DmaBuf.detach_hooks`.
-
-Reference edges (``dmabuf.md`` section 1), each recorded with its holder:
-
-1. an open fd -> DmaBuf (``Holder("fd N", who=table)``);
-2. DmaBuf -> exporter buffer (holder: the DmaBuf), dropped at release;
-3. exporter ``obj.dma_buf`` -> DmaBuf (``Holder("obj.dma_buf", who=buffer)``), dropped when
-   the buffer's last handle closes: edges 2 and 3 form the deliberate cycle;
-4. imported buffer -> DmaBuf (holder: the imported buffer), dropped at its free;
-5. imported ``obj.dma_buf`` -> DmaBuf (same holder kind as 3);
-6. a file's PRIME cache entry -> DmaBuf (``Holder("prime cache", who=file)``).
+"""``struct dma_buf`` (:class:`DmaBuf`): its file references and release
+(``dma_buf_release``), attach/detach (``dma_buf_dynamic_attach``, ``dma_buf_detach``),
+``dma_buf_map_attachment`` / ``dma_buf_unmap_attachment``, ``dma_buf_pin`` /
+``dma_buf_unpin``, exporter-side moves (``ttm_bo_validate`` with the exporter's move
+callback calling ``dma_buf_move_notify``), and the access query ``can_access_optimal``.
+One class, one object: every method validates before it changes anything, so a refused
+call leaves the dma-buf unchanged.
 """
 
 from __future__ import annotations
@@ -40,7 +17,6 @@ import attrs
 
 from gpuvm.core.errors import (
     BackingConflict,
-    BadFd,
     Busy,
     InvalidValue,
     NotPinned,
@@ -48,14 +24,7 @@ from gpuvm.core.errors import (
     UseAfterFree,
     WouldMigrate,
 )
-from gpuvm.core.events import (
-    Event,
-    EventBus,
-    Freed,
-    Mapped,
-    TlbInvalidated,
-    Unmapped,
-)
+from gpuvm.core.events import EventBus, Freed
 from gpuvm.core.gem import GemObject, Resv
 from gpuvm.core.refs import Holder, RefCount
 from gpuvm.drm.caps import (
@@ -64,10 +33,19 @@ from gpuvm.drm.caps import (
     DeviceCaps,
     ExporterRules,
     ImportPaths,
-    Topology,
     Unsat,
     choose_backing,
     reachable,
+)
+from gpuvm.drm.dmabuf.attachment import (
+    AccessAnswer,
+    Attachment,
+    AttachmentMapped,
+    AttachmentUnmapped,
+    AttachView,
+    Exporter,
+    ImporterOps,
+    MoveNotified,
 )
 from gpuvm.drm.placement import (
     PAGE_SIZE,
@@ -79,22 +57,7 @@ from gpuvm.drm.placement import (
     Resource,
 )
 
-__all__ = [
-    "AccessAnswer",
-    "AttachView",
-    "Attachment",
-    "AttachmentMapped",
-    "AttachmentUnmapped",
-    "DmaBuf",
-    "Exporter",
-    "FdTable",
-    "ImporterOps",
-    "MoveNotified",
-    "dma_buf_holder",
-    "evict_importer_vms",
-    "fd_holder",
-    "revalidate_import",
-]
+__all__ = ["DmaBuf", "dma_buf_holder"]
 
 _ids = itertools.count(1)
 
@@ -104,192 +67,11 @@ def dma_buf_holder(obj: GemObject) -> Holder:
     return Holder("obj.dma_buf", who=obj)
 
 
-def fd_holder(table: FdTable, fd: int) -> Holder:
-    """The holder of edge 1: one open fd of a table."""
-    return Holder(f"fd {fd}", who=table)
-
-
-# --- events -----------------------------------------------------------------------------
-
-
-@attrs.frozen(slots=True)
-class AttachmentMapped(Event):
-    """``dma_buf_map_attachment``: a DMA address list of ``bytes`` for ``att`` in
-    ``domain`` (``"VRAM"`` means p2p bus addresses, else IOMMU/DMA-mapped pages)."""
-
-    att: object
-    domain: str
-    bytes: int
-    p2p: bool
-
-
-@attrs.frozen(slots=True)
-class AttachmentUnmapped(Event):
-    """``dma_buf_unmap_attachment`` of one mapping of ``att``."""
-
-    att: object
-    bytes: int
-    stale: bool
-    """The mapping had been invalidated by ``move_notify`` (a re-map after a move)."""
-
-
-@attrs.frozen(slots=True)
-class MoveNotified(Event):
-    """The exporter called ``move_notify`` on dynamic attachment ``att`` before moving
-    the backing from ``src`` to ``dst`` (domain names)."""
-
-    att: object
-    src: str
-    dst: str
-
-
-# --- importer and exporter ops ------------------------------------------------------------
-
-
-@attrs.frozen(slots=True)
-class ImporterOps:
-    """``struct dma_buf_attach_ops``: a dynamic importer's ``move_notify`` (renamed
-    ``invalidate_mappings`` by the 2026 series) and ``allow_peer2peer``.  Without
-    ``move_notify`` the attach fails ``-EINVAL``."""
-
-    move_notify: Callable[[Attachment], None] | None
-    allow_peer2peer: bool = False
-
-
-@attrs.define(slots=True, eq=False, repr=False)
-class Exporter:
-    """The exporter side of a dma-buf with placement: its device caps, memory manager,
-    behaviour (:class:`~gpuvm.drm.caps.ExporterRules`, default ``caps.exporter``), the p2p
-    topology, and whether ``CONFIG_DMABUF_MOVE_NOTIFY`` is built (off: dynamic importers
-    pin at map like static ones)."""
-
-    caps: DeviceCaps
-    mem: MemoryManager
-    rules: ExporterRules = attrs.field(kw_only=True)
-    topology: Topology | None = attrs.field(default=None, kw_only=True)
-    move_notify_built: bool = attrs.field(default=True, kw_only=True)
-    ram_top: int = attrs.field(default=DEFAULT_MAX_PHYS, kw_only=True)
-    """Highest RAM byte address where unconstrained system pages may land (a SoC with
-    4 GiB of RAM: ``(1 << 32) - 1``)."""
-
-    @rules.default
-    def _rules_default(self) -> ExporterRules:
-        if self.caps.exporter is None:
-            raise NotSupported(f"{self.caps.name} has no exporter behaviour")
-        return self.caps.exporter
-
-    def __repr__(self) -> str:
-        return f"Exporter({self.caps.name}, {self.rules.flavour})"
-
-    def p2p(self, importer: DeviceCaps) -> bool:
-        """Whether ``importer`` reaches this device's VRAM (``pci_p2pdma_distance`` or the
-        XGMI hive check); the same device always does."""
-        if importer.name == self.caps.name:
-            return True
-        if self.topology is None:
-            return False
-        if importer.name not in self.topology.locations:
-            return False
-        if self.caps.name not in self.topology.locations:
-            return False
-        return self.topology.p2p(importer, self.caps)
-
-
-@attrs.frozen(slots=True)
-class AttachView:
-    """What the exporter knows of an attachment when placing the buffer: importer caps,
-    ``peer2peer``, dynamic or static."""
-
-    caps: DeviceCaps
-    peer2peer: bool
-    dynamic: bool
-
-
-@attrs.define(slots=True, eq=False, repr=False)
-class Attachment:
-    """``struct dma_buf_attachment``: an importer device attached to a dma-buf.  It holds
-    no dma-buf reference (the importer's buffer does, edge 4).
-
-    ``ops`` is None for a static importer.  ``mappings`` counts live mappings; after a
-    ``move_notify`` they are ``stale`` until the importer re-maps.  ``pins`` counts the
-    importer's ``dma_buf_pin`` calls, ``map_pins`` the pins its static mappings hold,
-    ``attach_pins`` the exporter's pin taken at attach (i915, GEM helpers).  ``maps``,
-    ``unmaps`` and ``notifies`` are running totals for studies.  ``bo`` is the importer's
-    buffer around this attachment (set by PRIME import)."""
-
-    dmabuf: DmaBuf
-    importer: object
-    dynamic: bool = False
-    peer2peer: bool = False
-    caps: DeviceCaps | None = attrs.field(default=None, kw_only=True)
-    ops: ImporterOps | None = attrs.field(default=None, kw_only=True)
-    bo: object = attrs.field(default=None, kw_only=True)
-    detached: bool = attrs.field(default=False, init=False)
-    mappings: int = attrs.field(default=0, init=False)
-    mapped_resource: Resource | None = attrs.field(default=None, init=False)
-    stale: bool = attrs.field(default=False, init=False)
-    pins: int = attrs.field(default=0, init=False)
-    map_pins: int = attrs.field(default=0, init=False)
-    attach_pins: int = attrs.field(default=0, init=False)
-    maps: int = attrs.field(default=0, init=False)
-    unmaps: int = attrs.field(default=0, init=False)
-    notifies: int = attrs.field(default=0, init=False)
-
-    def __repr__(self) -> str:
-        kind = "dynamic" if self.dynamic else "static"
-        p2p = ", p2p" if self.peer2peer else ""
-        return f"Attachment({self.dmabuf.name} -> {self.importer!r}, {kind}{p2p})"
-
-    @property
-    def view(self) -> AttachView | None:
-        return None if self.caps is None else AttachView(self.caps, self.peer2peer, self.dynamic)
-
-    @property
-    def usable(self) -> bool:
-        """Mapped and not invalidated: the importer may access the buffer through it."""
-        return self.mappings > 0 and not self.stale
-
-    def state(self) -> tuple[object, ...]:
-        return (
-            repr(self),
-            self.detached,
-            self.mappings,
-            self.mapped_resource,
-            self.stale,
-            self.pins,
-            self.map_pins,
-            self.attach_pins,
-            self.maps,
-            self.unmaps,
-            self.notifies,
-        )
-
-
 _Plan = tuple[Literal["none", "validate", "pin"], tuple[Place, ...]]
 
 
 def _max_phys(res: Resource, ram_top: int = DEFAULT_MAX_PHYS) -> int:
     return res.lpfn * PAGE_SIZE - 1 if res.lpfn else ram_top
-
-
-AccessPath = Literal["self", "p2p", "system"]
-
-
-@attrs.frozen(slots=True)
-class AccessAnswer:
-    """Michel Dänzer's question as a value: can ``importer`` access the buffer while the
-    exporter keeps its optimal placement (``domain``)?  ``path`` says how (``"self"``:
-    the same device; ``"p2p"``: p2p bus addresses into VRAM; ``"system"``: DMA to system
-    pages); ``read_gbps`` is the importer's read bandwidth there [M] (None: local
-    memory); ``current_ok`` is what a NO_MOVE probe would see (the current backing)."""
-
-    ok: bool
-    importer: str
-    domain: Domain
-    path: AccessPath | None
-    read_gbps: float | None
-    current_ok: bool
-    reason: str
 
 
 @attrs.define(slots=True, eq=False, repr=False)
@@ -787,7 +569,7 @@ class DmaBuf:
         )
 
     def check_invariants(self) -> None:
-        """dmabuf spec section 7: nothing attached after release; attachments consistent;
+        """Nothing attached after release; attachments consistent;
         pinned backing never moved, and reached by every attachment while a pin is held
         through the dma-buf (the exporter's own pins, e.g. scanout, may leave a dynamic
         attachment out of reach: its map fails ``-EBUSY``); static mappings of a
@@ -836,103 +618,3 @@ class DmaBuf:
                 raise AssertionError(f"{a!r}: non-p2p attachment mapped VRAM")
             if a.usable and res is not None and not self._mappable(res):
                 raise AssertionError(f"{a!r}: mapped {res} that {self._rules.flavour} never maps")
-
-
-# --- importer side: a GPU VM over imported buffers ----------------------------------------
-
-
-def evict_importer_vms(att: Attachment) -> None:
-    """An importer's ``move_notify`` (``amdgpu_dma_buf_move_notify`` /
-    ``xe_dma_buf_move_notify``): its buffer's mappings in every GPU VM are invalid, so
-    each VmBo is evicted (GPUVM's evict list) after clearing its page-table entries
-    (``Unmapped`` + ``TlbInvalidated`` per VA).  The next ``vm.validate`` re-maps."""
-    bo = att.bo
-    if not isinstance(bo, GemObject) or bo.freed:
-        return
-    for vm_bo in list(bo.vm_bos):
-        if vm_bo.evicted or vm_bo.freed:
-            continue
-        vm = vm_bo.vm
-        if vm.bus.route[Unmapped] or vm.bus.route[TlbInvalidated]:
-            for va in vm_bo.vas:
-                vm.bus.emit(Unmapped(vm, va.addr, va.range))
-                vm.bus.emit(TlbInvalidated(vm, va.addr, va.range))
-        vm_bo.evict(True)
-
-
-def revalidate_import(vm_bo: object) -> int:
-    """``vm_bo_validate`` for a VM holding imported buffers: re-map the dma-buf
-    attachment (the exporter may move the buffer back within reach), rewrite the VAs'
-    page-table entries (``Mapped``), and clear the eviction."""
-    from gpuvm.core.vmbo import VmBo
-
-    assert isinstance(vm_bo, VmBo)
-    obj = vm_bo.obj
-    att = getattr(obj, "import_attach", None)
-    if isinstance(att, Attachment) and not att.detached:
-        att.dmabuf.remap(att)
-    vm = vm_bo.vm
-    if vm.bus.route[Mapped]:
-        for va in vm_bo.vas:
-            vm.bus.emit(Mapped(vm, va.addr, va.range, va.obj, va.offset))
-    vm_bo.evict(False)
-    return 0
-
-
-class FdTable:
-    """A process's file-descriptor table, for dma-buf fds: install (lowest free number from
-    3), dup, close, and passing an fd to another process (``SCM_RIGHTS``)."""
-
-    __slots__ = ("fds", "name")
-
-    FIRST_FD = 3
-
-    def __init__(self, name: str = "proc") -> None:
-        self.name = name
-        self.fds: dict[int, DmaBuf] = {}
-
-    def __repr__(self) -> str:
-        return f"FdTable({self.name})"
-
-    def keepers(self) -> Iterable[object]:
-        """A process's fd table is a root."""
-        return ()
-
-    def _lowest_free(self) -> int:
-        fd = self.FIRST_FD
-        while fd in self.fds:
-            fd += 1
-        return fd
-
-    def install(self, dmabuf: DmaBuf) -> int:
-        """``dma_buf_fd``: a new fd holding one file reference."""
-        dmabuf.check_alive("install")
-        fd = self._lowest_free()
-        dmabuf.get(fd_holder(self, fd))
-        self.fds[fd] = dmabuf
-        return fd
-
-    def get(self, fd: int) -> DmaBuf:
-        """``dma_buf_get``: the dma-buf behind ``fd`` (``-EBADF`` if not open)."""
-        d = self.fds.get(fd)
-        if d is None:
-            raise BadFd(f"fd {fd} is not open in {self.name}")
-        return d
-
-    def dup(self, fd: int) -> int:
-        """``dup``: another fd for the same dma-buf."""
-        return self.install(self.get(fd))
-
-    def send(self, fd: int, to: FdTable) -> int:
-        """Pass ``fd`` to another process (``SCM_RIGHTS``): a new fd there."""
-        return to.install(self.get(fd))
-
-    def close(self, fd: int) -> None:
-        """``close``: drop the fd's file reference (may release the dma-buf)."""
-        d = self.get(fd)
-        del self.fds[fd]
-        d.put(fd_holder(self, fd))
-
-    def close_all(self) -> None:
-        for fd in sorted(self.fds):
-            self.close(fd)

@@ -1,195 +1,41 @@
-"""The lifetime checker: use-after-free, leaks, reference cycles, refcount underflow and
-refcounts that disagree with the live structure, for every counted edge kind.
-
-A :class:`LifetimeChecker` observes a model's events (``Freed``, ``RefPut``, ``Mapped``,
-``VaLinked``) and, on :meth:`LifetimeChecker.check`, inspects the objects it watches
-(devices, VMs, buffers).  The inspection recomputes, from the structure alone (handle
-tables, PRIME caches, fd tables, framebuffers and planes, in-flight jobs, VA trees and VmBo
-lists, dma-buf exports and import attachments), how many references every holder *should*
-own on every counted object, and compares that with the holders the objects record.  A
-holder that owns a reference without a live edge is a leak; an edge without its reference
-is a use-after-free waiting to happen.  At close points (:meth:`after_file_close`,
-:meth:`after_vm_close`, :meth:`after_teardown`) whatever is left alive is reported with the
-chains of holders that keep it, a reference cycle as the cycle
-(``GEM bo -> VMA -> VmBo -> GEM bo``).
-
-Edge kinds (:func:`edge_kind`): ``handle``, ``framebuffer``, ``plane``, ``fb list``,
-``vm_bo`` (a VmBo's buffer and VM references), ``va link`` (VA -> VmBo), ``va insert``
-(VA -> VM), ``vma`` (legacy VMA -> address space), ``import attachment`` (imported buffer
--> dma-buf), ``export`` (dma-buf -> exporter buffer), ``obj.dma_buf``, ``fd``,
-``prime cache``, ``job``, ``deferred list``, ``r_obj``, ``owner``/``caller`` (external),
-and transient holders (``apply``, ``bind``, ``list walk``, ``new vma``) that must never
-outlive the call that took them.
-
-Violations carry a kind: ``use-after-free``, ``leak``, ``cycle``, ``underflow``,
-``refcount``, ``stale-import``, ``dma-buf`` (a dma-buf rule the exporter side broke: a
-pinned buffer moved, or a mapping left across a move without ``move_notify``), and the
-non-fatal ``hazard`` (a pattern the kernel has
-had bugs with, e.g. a derived pointer cleared while the object is still held).
+"""The :class:`LifetimeChecker` itself: it observes ``Freed`` / ``RefPut`` / ``Mapped`` /
+``VaLinked`` events, recomputes every counted edge from the structure (handle tables,
+PRIME caches, fd tables, framebuffers and planes, jobs, VA trees and VmBo lists, dma-buf
+exports and attachments) and compares it with the holders each object records, with
+checks at the close points (``drm_file_free`` / ``drm_gem_release``, VM close,
+``drm_dev_unregister`` teardown) and after a PRIME import (``drm_gem_prime_fd_to_handle``).
+One class, one concept: every check shares the watched set, the findings and the
+recomputed edge table.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
-
-import attrs
 
 from gpuvm.core.events import EventBus, Freed, Mapped, RefPut, VaLinked
 from gpuvm.core.gem import GemObject
-from gpuvm.core.refs import CALLER, OWNER, Holder, RefCount, describe, holder_chains
-from gpuvm.core.va import Va
+from gpuvm.core.refs import OWNER, Holder, RefCount, describe, holder_chains
 from gpuvm.core.vm import GpuVm
-from gpuvm.core.vmbo import VmBo
+from gpuvm.observe.checker.edges import (
+    _cycles,
+    _Edges,
+    _is_freed,
+    _verifiable,
+    attributes,
+    edge_kind,
+    explain,
+    format_cycle,
+)
+from gpuvm.observe.checker.verdict import Violation
 
 if TYPE_CHECKING:
     from gpuvm.drm.device import Device
     from gpuvm.drm.file import DrmFile
 
 __all__ = [
-    "FATAL_KINDS",
-    "TRANSIENT_HOLDERS",
     "LifetimeChecker",
-    "Violation",
-    "edge_kind",
-    "explain",
-    "format_cycle",
 ]
-
-TRANSIENT_HOLDERS = frozenset({"apply", "bind", "list walk", "new vma"})
-"""Holder kinds a model operation takes and drops within one call."""
-
-FATAL_KINDS = frozenset(
-    {
-        "use-after-free",
-        "leak",
-        "cycle",
-        "underflow",
-        "refcount",
-        "stale-import",
-        "attributes",
-        "dma-buf",
-    }
-)
-
-
-@attrs.frozen(slots=True)
-class Violation:
-    """One finding: ``kind`` (see the module docstring) and a human-readable message."""
-
-    kind: str
-    message: str
-
-    @property
-    def fatal(self) -> bool:
-        return self.kind in FATAL_KINDS
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.message}"
-
-
-# --- edge kinds and explanations ----------------------------------------------------------
-
-
-def edge_kind(target: object, holder: object) -> str:
-    """The kind of the counted edge ``holder -> target``."""
-    from gpuvm.drm.dmabuf import DmaBuf
-
-    if holder is OWNER:
-        return "owner"
-    if holder is CALLER:
-        return "caller"
-    if isinstance(holder, Holder):
-        k = holder.kind
-        if k.startswith("handle "):
-            return "handle"
-        if k.startswith("fd "):
-            return "fd"
-        if k in TRANSIENT_HOLDERS:
-            return f"transient {k}"
-        if k == "plane state":
-            return "plane"
-        return k
-    if isinstance(holder, Va):
-        return "va link" if isinstance(target, VmBo) else "va insert"
-    if isinstance(holder, VmBo):
-        return "vm_bo"
-    if isinstance(holder, GpuVm):
-        return "r_obj"
-    kind = type(holder).__name__
-    if kind == "Framebuffer":
-        return "framebuffer"
-    if kind == "Job":
-        return "job"
-    if kind == "LegacyVma":
-        return "vma"
-    if isinstance(holder, DmaBuf):
-        return "export"
-    if isinstance(target, DmaBuf) and isinstance(holder, GemObject):
-        return "import attachment"
-    return kind.lower()
-
-
-def format_cycle(chain: tuple[object, ...]) -> str:
-    """A cycle ``(held, holder, ..., held)`` written holder -> held."""
-    return " -> ".join(describe(x) for x in reversed(chain))
-
-
-def explain(obj: object) -> str:
-    """Every chain of holders that keeps ``obj`` alive, one per line, each link labelled
-    with its edge kind; a chain that loops ends with ``[cycle]``."""
-    chains = holder_chains(obj)
-    if chains == [(obj,)]:
-        return f"{describe(obj)} is held by nothing"
-    lines = []
-    for chain in chains:
-        parts = [describe(chain[0])]
-        for held, holder in itertools.pairwise(chain):
-            if isinstance(held, Holder):
-                label = "of"  # a named holder acting for an entity, not a counted edge
-            elif isinstance(held, Va) and not isinstance(holder, Va | VmBo):
-                label = "owns"  # what will tear a kernel-managed VMA down
-            else:
-                label = edge_kind(held, holder)
-            parts.append(f"<-[{label}]- {describe(holder)}")
-        loop = len(chain) > 1 and any(chain[-1] is p for p in chain[:-1])
-        lines.append(" ".join(parts) + ("  [cycle]" if loop else ""))
-    return "\n".join(lines)
-
-
-def _cycles(obj: object) -> list[tuple[object, ...]]:
-    out: list[tuple[object, ...]] = []
-    for chain in holder_chains(obj):
-        last = chain[-1]
-        if len(chain) > 1 and any(last is p for p in chain[:-1]):
-            start = next(i for i, p in enumerate(chain) if p is last)
-            out.append(chain[start:])
-    return out
-
-
-def _is_freed(obj: object) -> bool:
-    return bool(getattr(obj, "freed", False) or getattr(obj, "released", False))
-
-
-class _Edges:
-    """Expected reference counts ``target -> holder -> n`` recomputed from structure."""
-
-    def __init__(self) -> None:
-        self.counts: dict[int, dict[object, int]] = {}
-        self.targets: dict[int, object] = {}
-
-    def add(self, target: object, holder: object, n: int = 1) -> None:
-        self.targets[id(target)] = target
-        per = self.counts.setdefault(id(target), {})
-        per[holder] = per.get(holder, 0) + n
-
-    def touch(self, target: object) -> None:
-        self.targets[id(target)] = target
-        self.counts.setdefault(id(target), {})
-
-    def of(self, target: object) -> dict[object, int]:
-        return self.counts.get(id(target), {})
 
 
 class LifetimeChecker:
@@ -736,40 +582,3 @@ class LifetimeChecker:
                     f"changed from {attrs0} to {attrs1} (a split lost per-VA attributes)",
                 )
         return self.violations[found:]
-
-
-def attributes(vm: GpuVm) -> list[tuple[int, int, object, int, tuple[bool, bool, int]]]:
-    """``(addr, range, obj, offset, (sparse, invalidated, user_flags))`` of every VA."""
-    return [
-        (va.addr, va.range, va.obj, va.offset, (va.sparse, va.invalidated, va.user_flags))
-        for va in vm.vas
-    ]
-
-
-_UNVERIFIED: frozenset[str] = frozenset({"owner", "caller"})
-
-
-def _verifiable(kind: str) -> bool:
-    """Edge kinds whose live edges the checker recomputes (others are user holders)."""
-    return kind in {
-        "handle",
-        "framebuffer",
-        "plane",
-        "fb list",
-        "vm_bo",
-        "va link",
-        "va insert",
-        "vma",
-        "import attachment",
-        "export",
-        "obj.dma_buf",
-        "fd",
-        "prime cache",
-        "job",
-        "r_obj",
-    }
-
-
-def iter_findings(checkers: Iterable[LifetimeChecker]) -> Iterator[Violation]:
-    for c in checkers:
-        yield from c.violations
