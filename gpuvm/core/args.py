@@ -15,7 +15,7 @@ carry ``EINVAL`` and both leave the model unchanged, because nothing has happene
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from gpuvm.core.errors import ArgumentTypeError, BadFd, InvalidArgument
 
@@ -49,7 +49,7 @@ def check_int(name: str, value: object, lo: int | None = None, hi: int | None = 
     """``value`` as an ``int`` (not a ``bool``) in ``[lo, hi]`` (either bound optional)."""
     if not _is_int(value):
         raise ArgumentTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    v = int(value)  # type: ignore[call-overload]
+    v = int(cast(int, value))
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         lo_s = "-inf" if lo is None else f"{lo:#x}" if lo > 9 else str(lo)
         hi_s = "inf" if hi is None else f"{hi:#x}" if hi > 9 else str(hi)
@@ -79,7 +79,7 @@ def check_fd(name: str, value: object) -> int:
     nothing), a non-integer is an :class:`ArgumentTypeError`."""
     if not _is_int(value):
         raise ArgumentTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    v = int(value)  # type: ignore[call-overload]
+    v = int(cast(int, value))
     if not 0 <= v <= S32_MAX:
         raise BadFd(f"{name}={v} is not a file descriptor")
     return v

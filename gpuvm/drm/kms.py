@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from gpuvm.core.args import check_handle, check_instance, check_optional
+from gpuvm.core.args import check_handle, check_instance, check_optional, check_sequence
 from gpuvm.core.errors import BadHandle, Busy, InvalidValue, UseAfterFree
 from gpuvm.core.events import Freed
 from gpuvm.core.refs import Holder, RefCount
@@ -107,6 +107,7 @@ def file_holder(file: DrmFile) -> Holder:
 
 def add_fb(file: DrmFile, handles: Sequence[int]) -> Framebuffer:
     """``ADDFB2``: a framebuffer over the buffers of ``handles`` (1 to 4 colour planes)."""
+    handles = check_sequence("handles", handles)  # type: ignore[assignment]
     if not 1 <= len(handles) <= 4:
         raise InvalidValue(f"ADDFB2 with {len(handles)} planes")
     for h in handles:
