@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from gpuvm.core.args import check_instance, check_int, check_u64
 from gpuvm.core.errors import Busy, InvalidValue, NotPinned
 from gpuvm.core.gem import GemObject
 from legacy.aspace import align_up
@@ -97,6 +98,9 @@ def get_iova(vm: KernelVm, obj: GemObject, align: int | None = None) -> KernelVm
     """``msm_gem_get_iova``: the buffer's VMA in ``vm``, allocating an iova on first use
     (lazily: no page-table work).  Raises :class:`~gpuvm.core.errors.NoSpace` when the
     allocator has no hole."""
+    check_instance("obj", obj, GemObject)
+    if align is not None:
+        check_int("align", align, 1, 1 << 63)
     vma = vm.vma_of(obj)
     if vma is not None:
         return vma
@@ -112,6 +116,8 @@ def set_iova(vm: KernelVm, obj: GemObject, iova: int) -> KernelVma | None:
     as is; one at another iova is ``-EBUSY`` (the kernel WARNs, deletes it, then fails; the
     model only fails).  A taken or out-of-window range is ``-ENOSPC``.
     """
+    check_instance("obj", obj, GemObject)
+    check_u64("iova", iova)
     vm.check_alive("set_iova")
     obj.check_alive("set_iova")
     vma = vm.vma_of(obj)

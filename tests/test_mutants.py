@@ -5,11 +5,14 @@ derandomized CI search from scratch."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from gpuvm.testing import machine_class
+from gpuvm.testing.api_machine import api_machine_class
 from gpuvm.testing.mutants import MUTANTS, Mutant
 
 
@@ -30,9 +33,13 @@ def test_every_issue_mutant_is_registered() -> None:
 
 @pytest.mark.parametrize("mutant", list(MUTANTS.values()), ids=list(MUTANTS))
 def test_machine_catches_mutant(mutant: Mutant) -> None:
-    machine = machine_class(mutant.policy, mutant.machine)
+    machine: Any = (
+        api_machine_class(mutant.policy)
+        if mutant.machine == "api"
+        else machine_class(mutant.policy, mutant.machine)
+    )
     with mutant.active(), pytest.raises(AssertionError) as info:
-        run_state_machine_as_test(machine, settings=_budget())
+        run_state_machine_as_test(machine, settings=_budget())  # type: ignore[no-untyped-call]
     text = str(info.value)
     assert "FAIL" in text or "changed the model" in text, text
 
@@ -42,12 +49,15 @@ def test_patches_are_undone(mutant: Mutant) -> None:
     import gpuvm.drm.file
     import gpuvm.drm.prime
     from gpuvm.core.vm import GpuVm
+    from gpuvm.drm.device import Device
 
     def state() -> tuple[object, ...]:
         return (
             *(GpuVm.__dict__[n] for n in ("apply", "unlink", "bo_create", "_remove", "bind")),
             gpuvm.drm.file._check_bind,
             gpuvm.drm.prime.fd_to_handle,
+            gpuvm.drm.file.check_handle,  # type: ignore[attr-defined]
+            Device.plane,
         )
 
     before = state()

@@ -44,6 +44,31 @@ class InvalidValue(GpuvmError):
     errno = _errno.EINVAL
 
 
+class InvalidArgument(InvalidValue):
+    """An ioctl or core call whose argument is out of the range its uAPI struct field can
+    hold (a u32 handle or flag word, a u64 address, a plane count past the device limit):
+    the kernel's ``-EINVAL`` from the ioctl's argument checks.  Raised by
+    :mod:`gpuvm.core.args` before anything is looked up or allocated."""
+
+    errno = _errno.EINVAL
+
+
+class ArgumentTypeError(InvalidArgument, TypeError):
+    """An argument of the wrong Python type (``True`` or ``1.0`` as a handle, a list as a
+    flag word, ``None`` as a buffer).  No C caller can make this mistake; the model refuses
+    it as the nearest kernel check would (``-EINVAL``) and, being a :class:`TypeError` too,
+    as Python code expects."""
+
+    errno = _errno.EINVAL
+
+
+class NoSuchObject(GpuvmError):
+    """A KMS object that does not exist on this device (a plane index past the last plane):
+    ``drm_mode_object_find`` fails and the ioctl returns ``-ENOENT``."""
+
+    errno = _errno.ENOENT
+
+
 class InvalidRange(GpuvmError):
     """``drm_gpuvm_range_valid`` failed: overflow, outside the VM window, or in the
     kernel-reserved node (``-EINVAL`` from insert, sm_map and sm_unmap)."""

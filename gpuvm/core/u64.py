@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from gpuvm.core.errors import InvalidValue
+from gpuvm.core.errors import ArgumentTypeError, InvalidArgument
 
 U64_MAX = (1 << 64) - 1
 MASK = U64_MAX
 
 
 def check_u64(name: str, value: object) -> int:
-    """Return ``value`` if it is an int in ``[0, 2**64)``, else raise :class:`InvalidValue`."""
-    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise InvalidValue(f"{name} must be an integer, got {value!r}")
+    """Return ``value`` if it is an int (not a bool) in ``[0, 2**64)``; else raise
+    :class:`~gpuvm.core.errors.ArgumentTypeError` (wrong type) or
+    :class:`~gpuvm.core.errors.InvalidArgument` (out of range), both
+    :class:`~gpuvm.core.errors.InvalidValue`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"{name} must be an integer, got {value!r}")
     if value < 0 or value > U64_MAX:
-        raise InvalidValue(f"{name}={value} is not a u64")
+        raise InvalidArgument(f"{name}={value} is not a u64")
     return int(value)
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from gpuvm.core.errors import Busy, InvalidValue
+from gpuvm.core.args import check_bool, check_instance, check_int, check_optional, check_u64
+from gpuvm.core.errors import Busy, InvalidValue, NoSuchObject
 from gpuvm.core.events import EventBus, TlbInvalidated, Unmapped, Warning
 from gpuvm.core.gem import GemObject, Resv
 from gpuvm.core.refs import cycles, describe, explain
@@ -52,6 +53,11 @@ KMS_WINDOW = (0x1000, 0x1_0000_0000 - 0x1000)
 
 CONTEXT_WINDOW = (0x1_0000_0000, 0xF_0000_0000)
 """A per-process context VM window (``ADRENO_VM_START`` upwards)."""
+
+MAX_PLANES = 32
+"""The most planes a DRM device can have: plane indices live in 32-bit masks
+(``possible_planes``, ``plane_mask``), so ``__drm_universal_plane_init`` refuses the 33rd
+with ``-EINVAL`` (``config->num_total_plane >= 32``, drivers/gpu/drm/drm_plane.c)."""
 
 
 class Device:
@@ -110,6 +116,8 @@ class Device:
     ) -> None:
         from gpuvm.drm.kms import Plane
 
+        _check_device_args(name, planes, display, display_window, context_window)
+        check_bool("per_process_pgtables", per_process_pgtables)
         if type(page_size) is not int or page_size < 4096 or page_size & (page_size - 1):
             raise InvalidValue(f"page_size must be a power of two >= 4096, got {page_size!r}")
         self.page_size = page_size
@@ -166,6 +174,8 @@ class Device:
         from gpuvm.drm.dmabuf import FdTable
         from gpuvm.drm.file import DrmFile
 
+        check_optional("fds", fds, FdTable)
+        check_instance("name", name, str)
         if self.closed:
             raise InvalidValue(f"open of closed {self.name}")
         table = fds if fds is not None else FdTable(name or f"proc{len(self.files) + 1}")
@@ -184,6 +194,11 @@ class Device:
         return self.display_vm
 
     def plane(self, index: int = 0) -> Plane:
+        """Plane ``index`` (``-ENOENT`` past the last plane, as ``drm_plane_find`` of an
+        unknown id; negative indices are not Python's from-the-end)."""
+        check_int("index", index, 0, MAX_PLANES - 1)
+        if index >= len(self.planes):
+            raise NoSuchObject(f"{self.name} has no plane {index} ({len(self.planes)} planes)")
         return self.planes[index]
 
     # --- buffers and VMs (bookkeeping called by the other modules) ---------------------
@@ -248,6 +263,7 @@ class Device:
 
     def retire(self, job: Job | None = None) -> Job | None:
         """Retire ``job`` (default: the oldest in flight): unpin, drop its references."""
+        check_optional("job", job, Job)
         if job is None:
             if not self.jobs:
                 return None
@@ -272,6 +288,7 @@ class Device:
     def wait_idle(self, bo: Bo) -> None:
         """Block until ``bo`` is idle: retire jobs in submission order up to the last one
         that uses it (its fences signal in order)."""
+        check_instance("bo", bo, Bo)
         while any(bo in j.bos for j in self.jobs):
             self.retire()
 
@@ -296,6 +313,7 @@ class Device:
         """The shrinker's evict path: unmap every VMA of ``bo`` in every VM (iovas stay),
         mark its GPUVM VmBos evicted (a VM_BIND context re-maps them at its next ``exec``; a
         legacy one at the next pin).  Busy or pinned buffers are skipped (``-EBUSY``)."""
+        check_instance("bo", bo, Bo)
         bo.check_alive("evict")
         vmas = self._kernel_vmas(bo)
         if bo.busy or any(v.pin_count for v in vmas):
@@ -317,6 +335,7 @@ class Device:
         kernel before the 6.17 series ``msm_gem_purge`` then calls ``put_iova_vmas``: every
         VMA of the buffer is closed and its iova freed (6.17 keeps them, "Don't close VMAs
         on purge")."""
+        check_instance("bo", bo, Bo)
         self.evict(bo)
         if self.kernel.purge_frees_vmas:
             for vma in self._kernel_vmas(bo):
@@ -407,6 +426,22 @@ class Device:
                     vma = self.display_vm.vma_of(bo)
                     if vma is None or not vma.mapped or vma.pin_count <= 0:
                         raise AssertionError(f"{fb!r} prepared but {bo!r} not pinned for scanout")
+
+
+def _check_device_args(
+    name: object, planes: object, display: object, display_window: object, context_window: object
+) -> None:
+    """The type contract of :class:`Device`: O(1), before any plane or VM is built."""
+    check_instance("name", name, str)
+    check_int("planes", planes, 0, MAX_PLANES)
+    check_bool("display", display)
+    for what, window in (("display_window", display_window), ("context_window", context_window)):
+        check_instance(what, window, tuple)
+        assert isinstance(window, tuple)
+        if len(window) != 2:
+            raise InvalidValue(f"{what} must be (start, size), got {window!r}")
+        check_u64(f"{what} start", window[0])
+        check_u64(f"{what} size", window[1])
 
 
 def _default_mem(caps: DeviceCaps, bus: EventBus, name: str) -> MemoryManager:

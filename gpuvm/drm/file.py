@@ -25,7 +25,16 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from gpuvm.core.args import (
+    check_fd,
+    check_handle,
+    check_instance,
+    check_optional,
+    check_sequence,
+    check_u32,
+)
 from gpuvm.core.errors import (
+    ArgumentTypeError,
     BadFd,
     BadHandle,
     Busy,
@@ -54,6 +63,15 @@ if TYPE_CHECKING:
 __all__ = ["BindMap", "BindUnmap", "DrmFile", "handle_holder"]
 
 _ids = itertools.count(1)
+
+MAX_SUBMIT_BOS = 1 << 17
+"""The longest BO table a submit may carry, refused with ``-EINVAL`` before any lookup: the
+bound ``etnaviv_ioctl_gem_submit`` puts on ``nr_bos`` (``SZ_128K``); the model uses it for
+every flavour so a huge list costs nothing."""
+
+MAX_BIND_OPS = 1 << 17
+"""The most ops one VM_BIND may carry (the model's bound, the same as for a submit's BO
+table): a huge list is refused before any request is built."""
 
 
 def handle_holder(file: DrmFile, handle: int) -> Holder:
@@ -201,6 +219,7 @@ class DrmFile:
         """``GEM_NEW``: a new buffer of ``size`` bytes; returns its handle."""
         self._ioctl("GEM_NEW")
         check_u64("size", size)
+        check_instance("name", name, str)
         if size == 0:
             raise InvalidValue("GEM_NEW with size 0")
         rule = self._gate("gem_new")
@@ -214,6 +233,7 @@ class DrmFile:
     def gem_close(self, handle: int) -> None:
         """``GEM_CLOSE`` (``drm_gem_handle_delete``: an unknown handle is ``-EINVAL``)."""
         self._ioctl("GEM_CLOSE")
+        check_handle("handle", handle)
         if handle not in self.handles:
             raise BadHandle(f"GEM_CLOSE of unknown handle {handle}", errno=errno.EINVAL)
         self._close_handle(handle)
@@ -281,6 +301,8 @@ class DrmFile:
         from gpuvm.drm import prime
 
         self._ioctl("PRIME_HANDLE_TO_FD")
+        check_handle("handle", handle)
+        check_u32("flags", flags)
         return prime.handle_to_fd(self, handle, flags)
 
     def prime_fd_to_handle(self, fd: int, flags: int = 0) -> int:
@@ -290,6 +312,8 @@ class DrmFile:
         from gpuvm.drm import prime
 
         self._ioctl("PRIME_FD_TO_HANDLE")
+        check_fd("fd", fd)
+        check_u32("flags", flags)
         return prime.fd_to_handle(self, fd, flags)
 
     # --- mode choice ---------------------------------------------------------------------
@@ -342,6 +366,7 @@ class DrmFile:
         """msm ``GEM_INFO(GET_IOVA)``: the buffer's iova in the context VM, allocated lazily
         (nothing is mapped)."""
         self._ioctl("GEM_INFO")
+        check_handle("handle", handle)
         bo = self.bo(handle)
         rule = self._gate("get_iova")
         vm = self._legacy_vm(rule)
@@ -354,8 +379,9 @@ class DrmFile:
     def set_iova(self, handle: int, iova: int) -> None:
         """msm ``GEM_INFO(SET_IOVA)``: place the buffer at a chosen iova (0 deletes its VMA)."""
         self._ioctl("GEM_INFO")
-        bo = self.bo(handle)
+        check_handle("handle", handle)
         check_u64("iova", iova)
+        bo = self.bo(handle)
         rule = self._gate("set_iova")
         if not self.device.per_process_pgtables:
             raise NotSupported("SET_IOVA requires per-process pgtables")
@@ -374,6 +400,7 @@ class DrmFile:
         that checks it; nouveau: the handles, then ``bind_validate_op``), then the whole
         array is dry-run against the VM."""
         self._ioctl("VM_BIND")
+        _check_bind_args(ops)
         if not self.device.policy.supports_vm_bind:
             raise ModeError(f"{self.device.policy.name} has no VM_BIND", errno=errno.EINVAL)
         rule = self._gate("vm_bind")
@@ -448,6 +475,8 @@ class DrmFile:
         """A legacy ``SUBMIT`` (nouveau ``PUSHBUF``) with a BO table: every buffer is pinned
         (mapped if needed) in the context VM until the job retires."""
         self._ioctl("SUBMIT")
+        for h in check_sequence("handles", handles, MAX_SUBMIT_BOS):
+            check_handle("handle", h)
         bos = self._bo_table(handles)
         rule = self._gate("submit")
         for bo in bos:
@@ -514,17 +543,21 @@ class DrmFile:
     def rm_fb(self, fb: Framebuffer) -> None:
         """``RMFB``: remove the framebuffer, disabling any plane that shows it."""
         self._ioctl("RMFB")
+        check_instance("fb", fb, kms.Framebuffer)
         kms.rm_fb(self, fb, disable=True)
 
     def close_fb(self, fb: Framebuffer) -> None:
         """``CLOSEFB``: drop this file's framebuffer, leaving planes showing it alone."""
         self._ioctl("CLOSEFB")
+        check_instance("fb", fb, kms.Framebuffer)
         kms.rm_fb(self, fb, disable=False)
 
     def page_flip(self, plane: Plane, fb: Framebuffer | None) -> None:
         """An atomic commit of one plane: prepare ``fb``, show it, clean up the old one
         (``fb=None`` disables the plane)."""
         self._ioctl("ATOMIC")
+        check_instance("plane", plane, kms.Plane)
+        check_optional("fb", fb, kms.Framebuffer)
         kms.commit(self.device, plane, fb)
 
     # --- close ---------------------------------------------------------------------------
@@ -602,3 +635,20 @@ def _validate_range(vm: DriverVm, op: BindMap | BindUnmap, index: int, where: st
         raise InvalidRange(f"{where}: op {index}: unaligned {op!r}")
     if not vm.range_valid(op.addr, op.range):
         raise InvalidRange(f"{where}: op {index}: invalid range {op!r}")
+
+
+def _check_bind_args(ops: object) -> None:
+    """The type contract of ``VM_BIND``: a list of :class:`BindMap` / :class:`BindUnmap`
+    whose addresses, ranges and offsets are u64 and whose handle is a u32 or None."""
+    for op in check_sequence("ops", ops, MAX_BIND_OPS):
+        if isinstance(op, BindMap):
+            check_u64("addr", op.addr)
+            check_u64("range", op.range)
+            check_u64("offset", op.offset)
+            if op.handle is not None:
+                check_handle("handle", op.handle)
+        elif isinstance(op, BindUnmap):
+            check_u64("addr", op.addr)
+            check_u64("range", op.range)
+        else:
+            raise ArgumentTypeError(f"not a VM_BIND op: {op!r}")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from gpuvm.core.args import check_handle, check_instance, check_optional, check_sequence
 from gpuvm.core.errors import BadHandle, Busy, InvalidValue, UseAfterFree
 from gpuvm.core.events import Freed
 from gpuvm.core.refs import Holder, RefCount
@@ -106,8 +107,11 @@ def file_holder(file: DrmFile) -> Holder:
 
 def add_fb(file: DrmFile, handles: Sequence[int]) -> Framebuffer:
     """``ADDFB2``: a framebuffer over the buffers of ``handles`` (1 to 4 colour planes)."""
+    handles = check_sequence("handles", handles)  # type: ignore[assignment]
     if not 1 <= len(handles) <= 4:
         raise InvalidValue(f"ADDFB2 with {len(handles)} planes")
+    for h in handles:
+        check_handle("handle", h)
     bos = tuple(file.bo(h) for h in handles)
     device = file.device
     device.require_display()
@@ -122,6 +126,7 @@ def add_fb(file: DrmFile, handles: Sequence[int]) -> Framebuffer:
 
 def rm_fb(file: DrmFile, fb: Framebuffer, *, disable: bool) -> None:
     """``RMFB`` (``disable``: planes showing it are disabled first) or ``CLOSEFB``."""
+    check_instance("fb", fb, Framebuffer)
     if file.fbs.get(fb.id) is not fb:
         raise BadHandle(f"{fb!r} is not a framebuffer of {file.name}")
     if disable:
@@ -136,6 +141,8 @@ def rm_fb(file: DrmFile, fb: Framebuffer, *, disable: bool) -> None:
 def commit(device: Device, plane: Plane, fb: Framebuffer | None) -> None:
     """An atomic commit of ``plane`` to ``fb`` (None disables it): ``prepare_fb`` on the new
     state, swap, ``cleanup_fb`` on the old state."""
+    check_instance("plane", plane, Plane)
+    check_optional("fb", fb, Framebuffer)
     if plane.device is not device:
         raise InvalidValue(f"{plane!r} is not a plane of {device.name}")
     if fb is not None:

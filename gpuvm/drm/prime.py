@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gpuvm.core.args import check_fd, check_handle, check_u32
 from gpuvm.core.errors import BadHandle, InvalidValue, NoImportPath
 from gpuvm.core.gem import GemObject
 from gpuvm.core.refs import Holder
@@ -92,6 +93,8 @@ def _exporter_release(d: DmaBuf) -> None:
 
 def handle_to_fd(file: DrmFile, handle: int, flags: int = 0) -> int:
     """``PRIME_HANDLE_TO_FD``: the dma-buf of ``handle`` as a new fd in the file's process."""
+    check_handle("handle", handle)
+    check_u32("flags", flags)
     if flags & ~(DRM_CLOEXEC | DRM_RDWR):
         raise InvalidValue(f"PRIME_HANDLE_TO_FD flags {flags:#o}")
     bo = file.bo(handle)
@@ -114,6 +117,8 @@ def handle_to_fd(file: DrmFile, handle: int, flags: int = 0) -> int:
 def fd_to_handle(file: DrmFile, fd: int, flags: int = 0) -> int:
     """``PRIME_FD_TO_HANDLE``: cache hit, self-import or foreign import.  ``flags`` may
     hold :data:`DRM_PRIME_FD_TO_HANDLE_NO_MOVE` (self-imports and cache hits never move)."""
+    check_fd("fd", fd)
+    check_u32("flags", flags)
     if flags & ~DRM_PRIME_FD_TO_HANDLE_NO_MOVE:
         raise InvalidValue(f"PRIME_FD_TO_HANDLE flags {flags:#x}")
     d = file.fds.get(fd)

@@ -200,6 +200,35 @@ def cache_imports_by_fd() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def bool_handles_accepted() -> Iterator[None]:
+    """The type contract without its ``bool`` check: ``gem_close(True)`` finds handle 1,
+    removes it, then fails on the put (the refusal changes the model)."""
+    import gpuvm.drm.file
+    from gpuvm.core.args import check_u32
+
+    def check_handle(name: str, value: object) -> int:
+        if isinstance(value, bool):
+            return int(value)
+        return check_u32(name, value)
+
+    with patched(gpuvm.drm.file, "check_handle", check_handle):
+        yield
+
+
+@contextlib.contextmanager
+def plane_index_unchecked() -> Iterator[None]:
+    """``Device.plane`` without its range check: a plane past the last is an
+    ``IndexError`` and ``plane(-1)`` Python's last plane."""
+    from gpuvm.drm.device import Device
+
+    def plane(self: Any, index: int = 0) -> Any:
+        return self.planes[index]
+
+    with patched(Device, "plane", plane):
+        yield
+
+
 class SkipUnmapAtHandleClose(GpuvmVmaRef):
     """msm 6.17 with the handle-close teardown forgotten: neither the handle's ``vma_ref``
     nor the legacy context VMA is dropped when a handle closes."""
@@ -260,6 +289,20 @@ MUTANTS: dict[str, Mutant] = {
             "gpuvm_vma_ref",
             "vm_bind",
             split_drops_attributes,
+        ),
+        Mutant(
+            "bool_handles_accepted",
+            "True taken as handle 1: gem_close(True) closes it, then underflows",
+            "legacy_pre_6_17",
+            "api",
+            bool_handles_accepted,
+        ),
+        Mutant(
+            "plane_index_unchecked",
+            "Device.plane indexes the list: IndexError past the last, -1 is the last",
+            "gpuvm_vma_ref",
+            "api",
+            plane_index_unchecked,
         ),
         Mutant(
             "weak_ref_quirk",

@@ -138,6 +138,17 @@ class TraceError(Exception):
         self.reason = reason
 
 
+def _bounds() -> dict[tuple[str, str], tuple[int, int]]:
+    from gpuvm.drm.device import MAX_PLANES
+
+    return {("device", "planes"): (0, MAX_PLANES)}
+
+
+_BOUNDS: dict[tuple[str, str], tuple[int, int]] = _bounds()
+"""Fields whose range is checked at validation, before replay builds anything: a device
+has at most ``MAX_PLANES`` planes (32-bit plane masks, ``__drm_universal_plane_init``)."""
+
+
 def _is_int(v: object) -> bool:
     return type(v) is int
 
@@ -226,6 +237,9 @@ def _validate_line(n: int, rec: object, defined: dict[str, str]) -> tuple[str, d
         why = _check_value(kind, v)
         if why:
             raise TraceError(n, f"{op}: {field}: {why}")
+        bounds = _BOUNDS.get((op, field))
+        if bounds is not None and not bounds[0] <= v <= bounds[1]:
+            raise TraceError(n, f"{op}: {field}: {v} is outside [{bounds[0]}, {bounds[1]}]")
         if kind == "reqs":
             for r in v:
                 if r[0] == "map" and r[3] is not None and defined.get(r[3]) != "gem":
