@@ -37,3 +37,20 @@ def test_license_file_matches_the_declared_license() -> None:
     assert "License :: OSI Approved :: MIT License" in meta["classifiers"]
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
     assert meta["urls"]
+
+
+def test_output_into_a_closed_pipe_ends_without_a_traceback() -> None:
+    """``gpuvm dmabuf | head -1``: the reader goes away early; the command stops quietly."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpuvm", "dmabuf"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err
+    assert "BrokenPipeError" not in err

@@ -136,6 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GpuvmError, PresetError) as exc:
         message = exc.args[0] if exc.args else str(exc)
         parser.exit(2, f"gpuvm {args.command}: error: {message}\n")
+    except BrokenPipeError:
+        # the reader went away (``gpuvm dmabuf | head``): stop quietly, as a Unix filter does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
