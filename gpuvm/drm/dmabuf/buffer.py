@@ -451,6 +451,7 @@ class DmaBuf:
         att.maps += 1
         att.mapped_resource = res
         att.stale = False
+        att.unnotified = None
         if self.bus.route[AttachmentMapped]:
             self.bus.emit(AttachmentMapped(att, res.domain.name, self.size, att.peer2peer))
         return res
@@ -470,6 +471,7 @@ class DmaBuf:
         if att.mappings == 0:
             att.mapped_resource = None
             att.stale = False
+            att.unnotified = None
         if self.bus.route[AttachmentUnmapped]:
             self.bus.emit(AttachmentUnmapped(att, self.size, stale))
 
@@ -531,10 +533,23 @@ class DmaBuf:
         else:
             self._mem.validate(self.priv, b.allowed)
 
+    @property
+    def exported(self) -> bool:
+        """Whether the exporter's buffer still points at this dma-buf (``obj->dma_buf``).
+        ``drm_gem_object_exported_dma_buf_free`` clears that pointer when the exporter's
+        last GEM handle closes, and the TTM exporters (``amdgpu_bo_move_notify``,
+        ``xe_bo_move_notify``) reach their importers only through it.  A buffer without
+        that field (a bare :class:`~gpuvm.core.gem.GemObject`) counts as exported."""
+        return getattr(self.priv, "dma_buf", self) is self
+
     def _on_move(self, b: Backing, old: Resource | None, new: Resource | None) -> None:
-        """The exporter's move callback (``amdgpu_bo_move_notify`` ->
-        ``dma_buf_move_notify``): before the backing leaves a non-SYSTEM domain (any domain
-        for xe/i915), every dynamic importer's ``move_notify`` runs."""
+        """The exporter's move callback (``amdgpu_bo_move_notify`` /
+        ``xe_bo_move_notify`` -> ``dma_buf_move_notify``): before the backing leaves a
+        non-SYSTEM domain (any domain for xe), every dynamic importer's ``move_notify``
+        runs.  Only exporters with ``pin``/``unpin`` call it (i915 never does), and only
+        while ``obj->dma_buf`` still points here (:attr:`exported`): after the exporter's
+        last handle closed, a dynamic importer's live mapping is left pointing at the old
+        backing (:attr:`Attachment.unnotified`, reported by the lifetime checker)."""
         if b.obj is not self.priv or self.released:
             return
         self.moves += 1
@@ -542,9 +557,14 @@ class DmaBuf:
             self.violations.append(f"{self!r} moved while pinned: {old} -> {new}")
         if old is None:
             return
-        notify = old.domain != Domain.SYSTEM or self._rules.notify_from_system
+        rules = self._rules
+        notify = rules.dynamic and (old.domain != Domain.SYSTEM or rules.notify_from_system)
+        exported = self.exported
         for att in list(self.attachments):
-            if att.dynamic and notify:
+            if att.dynamic and notify and not exported:
+                if att.mappings and not att.stale and att.unnotified is None:
+                    att.unnotified = att.mapped_resource
+            elif att.dynamic and notify:
                 att.notifies += 1
                 if att.mappings:
                     att.stale = True
@@ -555,6 +575,11 @@ class DmaBuf:
                     att.ops.move_notify(att)
             elif att.mappings and not att.stale:
                 self.violations.append(f"{att!r} mapped across a move without move_notify")
+
+    def stale_mappings(self) -> list[Attachment]:
+        """Attachments whose live mapping points at a backing the exporter moved without
+        ``move_notify`` (see :meth:`_on_move`): the importer's DMA hits freed memory."""
+        return [a for a in self.attachments if a.unnotified is not None and a.mappings]
 
     # --- state and invariants ------------------------------------------------------------
 
@@ -573,8 +598,8 @@ class DmaBuf:
         pinned backing never moved, and reached by every attachment while a pin is held
         through the dma-buf (the exporter's own pins, e.g. scanout, may leave a dynamic
         attachment out of reach: its map fails ``-EBUSY``); static mappings of a
-        dynamic exporter hold pins; no live (non-stale) mapping points at an old backing;
-        non-p2p attachments map only system memory."""
+        dynamic exporter hold pins; no live (non-stale) mapping points at an old backing
+        unless the kernel moved it unnotified (:meth:`stale_mappings`, a finding); non-p2p attachments map only system memory."""
         if self.released:
             if self.attachments or self.refs.total:
                 raise AssertionError(f"{self!r}: released with attachments or references")
@@ -609,12 +634,13 @@ class DmaBuf:
                 raise AssertionError(f"{a!r}: static mappings {a.mappings} hold {a.map_pins} pins")
             if held and v is not None and not self.reaches(v, res):
                 raise AssertionError(f"{a!r} cannot reach pinned backing {res}")
-            if a.usable and a.mapped_resource != res:
+            live = a.usable and a.unnotified is None
+            if live and a.mapped_resource != res:
                 raise AssertionError(
                     f"{a!r}: live mapping of {a.mapped_resource}, backing is {res} "
                     "(moved without move_notify)"
                 )
-            if a.usable and not a.peer2peer and res is not None and res.domain == Domain.VRAM:
+            if live and not a.peer2peer and res is not None and res.domain == Domain.VRAM:
                 raise AssertionError(f"{a!r}: non-p2p attachment mapped VRAM")
-            if a.usable and res is not None and not self._mappable(res):
+            if live and res is not None and not self._mappable(res):
                 raise AssertionError(f"{a!r}: mapped {res} that {self._rules.flavour} never maps")
