@@ -599,7 +599,8 @@ class DmaBuf:
         through the dma-buf (the exporter's own pins, e.g. scanout, may leave a dynamic
         attachment out of reach: its map fails ``-EBUSY``); static mappings of a
         dynamic exporter hold pins; no live (non-stale) mapping points at an old backing
-        unless the kernel moved it unnotified (:meth:`stale_mappings`, a finding); non-p2p attachments map only system memory."""
+        unless the kernel moved it unnotified (:meth:`stale_mappings`, a finding);
+        non-p2p attachments map only system memory."""
         if self.released:
             if self.attachments or self.refs.total:
                 raise AssertionError(f"{self!r}: released with attachments or references")
