@@ -4,11 +4,20 @@ before; refusals are checked with :func:`gpuvm.drm.device.snapshot` before and a
 
 from __future__ import annotations
 
-from gpuvm.drm.caps import DeviceCaps, Topology, amdgpu_dgpu, xe_igpu
+from gpuvm.core.gem import GemObject
+from gpuvm.drm.caps import (
+    EXPORTERS,
+    DeviceCaps,
+    Topology,
+    amdgpu_dgpu,
+    i915_igpu,
+    soc_display,
+    xe_igpu,
+)
 from gpuvm.drm.device import Device
-from gpuvm.drm.dmabuf import Attachment, DmaBuf
+from gpuvm.drm.dmabuf import Attachment, DmaBuf, Exporter, ImporterOps, evict_importer_vms
 from gpuvm.drm.file import DrmFile
-from gpuvm.drm.placement import Domain
+from gpuvm.drm.placement import Domain, MemoryManager, Place
 from gpuvm.observe.checker import LifetimeChecker
 
 SIZE = 8 << 20
@@ -110,3 +119,64 @@ def test_self_import_restores_obj_dma_buf_and_notification() -> None:
     d.move(Domain.VRAM)
     assert att.notifies == n + 1 and flag(att.stale) and att.unnotified is None
     dgpu.check_invariants()
+
+
+# --- 12: i915 as an exporter is not dynamic ----------------------------------------------------
+
+
+def i915_export() -> tuple[MemoryManager, DmaBuf]:
+    """A buffer of an i915 iGPU (TT or SYSTEM) behind a dma-buf with i915's exporter rules."""
+    caps = i915_igpu("igpu")
+    mem = MemoryManager(vram=0, name="igpu", eviction={})
+    obj = GemObject(SIZE, name="buf")
+    mem.add(obj, [Place(Domain.TT), Place(Domain.SYSTEM)])
+    mem.validate(obj)
+    d = DmaBuf(obj, "igpu", SIZE, obj.resv, name="buf", bus=mem.bus, sharing=Exporter(caps, mem))
+    d.get("fd")
+    return mem, d
+
+
+def test_i915_exporter_has_no_pin_so_static_maps_do_not_pin() -> None:
+    """``i915_dmabuf_ops`` has ``attach``/``detach`` (migrate to SMEM, pin the pages) but no
+    ``.pin``/``.unpin``, so ``dma_buf_pin_on_map`` is false for every importer: a static
+    mapping adds no pin beyond the attach-time one.  Before, ``EXPORTERS["i915"]`` was
+    dynamic and the map took a second pin (``map_pins == 1``, ``pin_count == 2``)."""
+    assert EXPORTERS["i915"].dynamic is False
+    _mem, d = i915_export()
+    s = d.attach("display", soc_display("display"))  # a static importer
+    assert s.attach_pins == 1 and d.backing.pin_count == 1
+    d.map(s)
+    assert s.map_pins == 0 and d.backing.pin_count == 1
+    d.unmap(s)
+    d.detach(s)
+    assert d.backing.pin_count == 0
+    d.check_invariants()
+
+
+def test_i915_exporter_dma_buf_pin_is_a_no_op() -> None:
+    """``dma_buf_pin`` calls ``dmabuf->ops->pin`` only if the exporter has one; i915 has
+    none, so a dynamic importer's pin changes no placement.  Before, the model pinned the
+    backing a second time (``pin_count == 2``)."""
+    _mem, d = i915_export()
+    a = d.attach("dgpu", amdgpu_dgpu("dgpu"), ImporterOps(evict_importer_vms))
+    d.pin(a)
+    assert a.pins == 1 and d.backing.pin_count == 1  # only the attach-time pin
+    d.check_invariants()
+    d.unpin(a)
+    assert a.pins == 0 and d.backing.pin_count == 1
+    d.detach(a)
+    assert d.backing.pin_count == 0
+
+
+def test_i915_exporter_never_calls_move_notify() -> None:
+    """Only TTM exporters call ``dma_buf_move_notify`` (from their move callbacks); an i915
+    buffer that moves (here after the attach-time pin was dropped behind the model's back,
+    the only way a move can reach ``_on_move`` with an attachment) notifies nobody.  Before,
+    i915 was treated as dynamic with ``notify_from_system`` and notified every move."""
+    mem, d = i915_export()
+    log: list[Attachment] = []
+    a = d.attach("dgpu", amdgpu_dgpu("dgpu"), ImporterOps(log.append))
+    mem.unpin(d.priv)
+    a.attach_pins = 0
+    d.move(Domain.TT)
+    assert log == [] and a.notifies == 0

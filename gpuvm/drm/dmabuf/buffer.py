@@ -491,12 +491,13 @@ class DmaBuf:
     def pin(self, att: Attachment) -> None:
         """``dma_buf_pin`` by a dynamic importer: freeze the backing where every current
         attachment reaches it (amdgpu: VRAM if all are p2p, else GTT).  ``-EINVAL`` for a
-        static attachment or a buffer already pinned elsewhere."""
+        static attachment or a buffer already pinned elsewhere.  An exporter without
+        ``.pin`` (i915) is only counted: ``dma_buf_pin`` calls nothing."""
         self._check_att(att, "pin")
         if not att.dynamic:
             raise InvalidValue(f"dma_buf_pin by static {att!r}")
-        if self.sharing is None:
-            att.pins += 1
+        if self.sharing is None or not self._rules.dynamic:
+            att.pins += 1  # an exporter without .pin (i915): dma_buf_pin does nothing
             return
         where = self._pin_place(self._views())
         self._mem.pin(self.priv, where)
@@ -508,7 +509,7 @@ class DmaBuf:
         if att.pins <= 0:
             raise NotPinned(f"dma_buf_unpin of {att!r}, which holds no pin")
         att.pins -= 1
-        if self.sharing is not None:
+        if self.sharing is not None and self._rules.dynamic:
             self._mem.unpin(self.priv)
 
     # --- exporter side -------------------------------------------------------------------
@@ -625,7 +626,10 @@ class DmaBuf:
         if self._on_move not in self._mem.on_move:
             raise AssertionError(f"{self!r}: move callback not registered")
         b = self.backing
-        held = sum(a.pins + a.map_pins + a.attach_pins for a in self.attachments)
+        importer_pins = self._rules.dynamic  # dma_buf_pin is a no-op without .pin
+        held = sum(
+            (a.pins if importer_pins else 0) + a.map_pins + a.attach_pins for a in self.attachments
+        )
         if b.pin_count < held:
             raise AssertionError(f"{self!r}: pin_count {b.pin_count} < attachment pins {held}")
         res = b.resource
