@@ -4,6 +4,11 @@ before; refusals are checked with :func:`gpuvm.drm.device.snapshot` before and a
 
 from __future__ import annotations
 
+import errno as E
+
+import pytest
+
+from gpuvm.core.errors import BackingConflict, GpuvmError
 from gpuvm.core.gem import GemObject
 from gpuvm.drm.caps import (
     EXPORTERS,
@@ -14,7 +19,7 @@ from gpuvm.drm.caps import (
     soc_display,
     xe_igpu,
 )
-from gpuvm.drm.device import Device
+from gpuvm.drm.device import Device, snapshot
 from gpuvm.drm.dmabuf import Attachment, DmaBuf, Exporter, ImporterOps, evict_importer_vms
 from gpuvm.drm.file import DrmFile
 from gpuvm.drm.placement import Domain, MemoryManager, Place
@@ -180,3 +185,94 @@ def test_i915_exporter_never_calls_move_notify() -> None:
     a.attach_pins = 0
     d.move(Domain.TT)
     assert log == [] and a.notifies == 0
+
+
+# --- 4: a late attacher against a pinned backing -----------------------------------------------
+
+
+def test_late_import_of_a_pinned_buffer_succeeds_and_the_first_map_fails_ebusy() -> None:
+    """``amdgpu_dma_buf_attach`` only clears ``peer2peer`` (``pci_p2pdma_distance``); it
+    never looks at the pin, so PRIME_FD_TO_HANDLE succeeds and ``amdgpu_dma_buf_map`` fails
+    ``-EBUSY`` (pinned outside GTT) at the first map.  Before, the model failed the import
+    itself with ``-EBUSY``.  The refused map leaves both devices unchanged."""
+    dgpu, igpu, client, comp, h = devices(i915_igpu("igpu"))
+    assert dgpu.mem is not None
+    bo = client.bo(h)
+    dgpu.mem.pin(bo, Domain.VRAM)  # the exporter's own scanout
+    fd = client.fds.send(client.prime_handle_to_fd(h), comp.fds)
+    ih = comp.prime_fd_to_handle(fd)
+    att = comp.bo(ih).import_attach
+    assert att is not None and att in att.dmabuf.attachments
+    before = snapshot(dgpu, igpu)
+    with pytest.raises(BackingConflict) as info:
+        att.dmabuf.map(att)
+    assert info.value.errno == E.EBUSY
+    assert snapshot(dgpu, igpu) == before
+    dgpu.check_invariants()
+    igpu.check_invariants()
+    dgpu.mem.unpin(bo)
+    att.dmabuf.map(att)  # once unpinned the map migrates to GTT
+    assert dom(att.dmabuf) == Domain.TT
+
+
+def test_import_that_maps_at_import_still_fails_ebusy_unchanged() -> None:
+    """``drm_gem_prime_import_dev`` (the generic helper) maps at import time, so an importer
+    using it (a SoC display) meets ``amdgpu_dma_buf_map``'s ``-EBUSY`` inside
+    PRIME_FD_TO_HANDLE; the refusal leaves both devices unchanged."""
+    dgpu, disp, client, comp, h = devices(soc_display("display"))
+    assert dgpu.mem is not None
+    dgpu.mem.pin(client.bo(h), Domain.VRAM)
+    fd = client.fds.send(client.prime_handle_to_fd(h), comp.fds)
+    before = snapshot(dgpu, disp)
+    with pytest.raises(GpuvmError) as info:
+        comp.prime_fd_to_handle(fd)
+    assert info.value.errno == E.EBUSY
+    assert snapshot(dgpu, disp) == before
+    assert comp.fds.get(fd).attachments == []
+
+
+# --- 3: NO_MOVE is an RFC ----------------------------------------------------------------------
+
+
+def test_mainline_fd_to_handle_ignores_flags() -> None:
+    """Mainline ``drm_prime_fd_to_handle_ioctl`` passes only ``args->fd`` and
+    ``&args->handle`` on: ``args->flags`` is never read, so NO_MOVE (and any other bit)
+    changes nothing and the iGPU import attaches as without it.  Before, the model always
+    applied the RFC (``-EINVAL``: the import would migrate) and refused unknown bits."""
+    from gpuvm.drm.prime import DRM_PRIME_FD_TO_HANDLE_NO_MOVE, rfc_no_move
+
+    dgpu, igpu, client, comp, h = devices(i915_igpu("igpu"))
+    assert not rfc_no_move(igpu)
+    fd = client.fds.send(client.prime_handle_to_fd(h), comp.fds)
+    ih = comp.prime_fd_to_handle(fd, DRM_PRIME_FD_TO_HANDLE_NO_MOVE | 0x2)
+    att = comp.bo(ih).import_attach
+    assert att is not None and att in att.dmabuf.attachments
+    dgpu.check_invariants()
+
+
+def test_rfc_switch_keeps_the_no_move_refusal_unchanged() -> None:
+    """With ``DeviceCaps.rfc_no_move`` (a kernel carrying the RFC) the flag is honoured:
+    ``-EINVAL`` when the import would migrate, unknown flags ``-EINVAL``, both leaving the
+    devices unchanged."""
+    import attrs
+
+    from gpuvm.core.errors import InvalidValue, WouldMigrate
+    from gpuvm.drm.prime import DRM_PRIME_FD_TO_HANDLE_NO_MOVE
+
+    dgpu, igpu, client, comp, h = devices(attrs.evolve(i915_igpu("igpu"), rfc_no_move=True))
+    fd = client.fds.send(client.prime_handle_to_fd(h), comp.fds)
+    for flags, exc in ((DRM_PRIME_FD_TO_HANDLE_NO_MOVE, WouldMigrate), (0x2, InvalidValue)):
+        before = snapshot(dgpu, igpu)
+        with pytest.raises(exc) as info:
+            comp.prime_fd_to_handle(fd, flags)
+        assert info.value.errno == E.EINVAL
+        assert snapshot(dgpu, igpu) == before
+
+
+def test_only_the_no_move_scenarios_are_labelled_rfc() -> None:
+    """Every scenario result says whether it used the RFC: S3 and S4 do, the rest run a
+    stock kernel (``rfc`` is None)."""
+    from gpuvm.study.dmabuf_scenarios import run
+
+    labelled = {r.key for r in run("all", 24.0) if r.rfc is not None}
+    assert labelled == {"S3", "S4"}

@@ -238,6 +238,10 @@ class DeviceCaps:
     """Shares system memory with the CPU (reads it at DRAM, not PCIe, bandwidth)."""
     exporter: ExporterRules | None = None
     """Exporter behaviour, None if the driver cannot export its buffers usefully."""
+    rfc_no_move: bool = False
+    """The device's kernel carries Simon Ser's NO_MOVE RFC (Oct 2024): PRIME_FD_TO_HANDLE
+    checks ``flags`` and honours ``DRM_PRIME_FD_TO_HANDLE_NO_MOVE``.  Off (mainline):
+    ``drm_prime_fd_to_handle_ioctl`` ignores ``args->flags``.  Results using it are RFC."""
 
     def __attrs_post_init__(self) -> None:
         if not self.scanout_domains <= self.domains:

@@ -335,10 +335,11 @@ class DmaBuf:
         With placement and ``caps``: ``peer2peer`` is ``ops.allow_peer2peer`` cleared when
         the topology has no p2p path; xe/i915 refuse a non-p2p attach of a buffer that
         cannot live in system memory (``-EOPNOTSUPP``); i915 and GEM helpers migrate and
-        pin at attach; a late attacher that cannot reach an immovable backing fails
-        ``-EBUSY``; ``no_move`` (the NO_MOVE RFC) fails ``-EINVAL`` if the attach or its
-        first map would migrate.  ``map_now`` maps once right away (a static helper
-        import).  All checks come first: a refused attach leaves nothing behind.
+        pin at attach; a late attacher that cannot reach an immovable backing attaches
+        (its first map fails ``-EBUSY``, unless ``map_now`` maps it here); ``no_move``
+        (the NO_MOVE RFC) fails ``-EINVAL`` if the attach or its first map would migrate.
+        ``map_now`` maps once right away (a static helper import).  All checks come
+        first: a refused attach leaves nothing behind.
         """
         self.check_alive("attach")
         if ops is not None and ops.move_notify is None:
@@ -366,14 +367,9 @@ class DmaBuf:
                 f"{rules.flavour} exporter: {caps.name} is not p2p and {self!r} cannot "
                 "live in system memory"
             )
-        res = b.resource
-        if res is not None and not self.reaches(view, res):
-            why = self._immovable()
-            if why is not None:
-                raise BackingConflict(
-                    f"late attach of {caps.name} to {self!r}: backing {res} is out of its "
-                    f"reach and {why}"
-                )
+        # A late attacher out of reach of an immovable backing is not refused here:
+        # amdgpu_dma_buf_attach / xe_dma_buf_attach only settle peer2peer (and xe's
+        # migratability); the failure, if any, is -EBUSY at its first map.
         plans: list[_Plan] = []
         if rules.pins_at_attach:
             where = self._pin_place(views)
@@ -482,6 +478,16 @@ class DmaBuf:
         view = att.view
         if self.sharing is not None and view is not None and att.dynamic:
             self._plan_map(view, self._views())  # refuse before dropping the old mapping
+        elif self.sharing is not None and view is not None and att.map_pins:
+            # a pinned static mapping can only be re-made in place: a late attacher out of
+            # reach would need a move its own pin forbids (refused before anything changes)
+            res = self.backing.resource
+            views = self._views()
+            if res is None or not all(self.reaches(v, res) for v in views):
+                raise BackingConflict(
+                    f"remap of {att!r}: pinned backing {res} is out of reach of a later "
+                    "attacher; unmap first"
+                )
         if att.mappings:
             self.unmap(att)
         return self.map(att)
@@ -596,11 +602,11 @@ class DmaBuf:
 
     def check_invariants(self) -> None:
         """Nothing attached after release; attachments consistent;
-        pinned backing never moved, and reached by every attachment while a pin is held
-        through the dma-buf (the exporter's own pins, e.g. scanout, may leave a dynamic
-        attachment out of reach: its map fails ``-EBUSY``); static mappings of a
-        dynamic exporter hold pins; no live (non-stale) mapping points at an old backing
-        unless the kernel moved it unnotified (:meth:`stale_mappings`, a finding);
+        pinned backing never moved, and reached by every mapped attachment while a pin is
+        held through the dma-buf (a late attacher, or a dynamic one under the exporter's
+        own pin such as scanout, may be out of reach: its map fails ``-EBUSY``); static
+        mappings of a dynamic exporter hold pins; no live (non-stale) mapping points at an
+        old backing unless the kernel moved it unnotified (:meth:`stale_mappings`, a finding);
         non-p2p attachments map only system memory."""
         if self.released:
             if self.attachments or self.refs.total:
@@ -637,8 +643,8 @@ class DmaBuf:
             v = a.view
             if self._rules.dynamic and not a.dynamic and a.map_pins != a.mappings:
                 raise AssertionError(f"{a!r}: static mappings {a.mappings} hold {a.map_pins} pins")
-            if held and v is not None and not self.reaches(v, res):
-                raise AssertionError(f"{a!r} cannot reach pinned backing {res}")
+            if held and v is not None and a.mappings and not self.reaches(v, res):
+                raise AssertionError(f"{a!r} maps but cannot reach pinned backing {res}")
             live = a.usable and a.unnotified is None
             if live and a.mapped_resource != res:
                 raise AssertionError(
