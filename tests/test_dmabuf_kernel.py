@@ -276,3 +276,29 @@ def test_only_the_no_move_scenarios_are_labelled_rfc() -> None:
 
     labelled = {r.key for r in run("all", 24.0) if r.rfc is not None}
     assert labelled == {"S3", "S4"}
+
+
+# --- dma-buf llseek ----------------------------------------------------------------------------
+
+
+def test_dma_buf_llseek_size_query_and_einval() -> None:
+    """``dma_buf_llseek``: ``lseek(fd, 0, SEEK_END)`` is the size, ``(0, SEEK_SET)`` is 0;
+    ``SEEK_CUR`` (or any other whence) and a non-zero offset are ``-EINVAL``, and the
+    refusals change nothing.  Before, dma-buf fds had no llseek."""
+    import os
+
+    from gpuvm.core.errors import BadFd, InvalidValue
+
+    dgpu, igpu, client, _comp, h = devices(i915_igpu("igpu"))
+    fd = client.prime_handle_to_fd(h)
+    assert client.fds.lseek(fd, 0, os.SEEK_END) == SIZE
+    assert client.fds.lseek(fd, 0, os.SEEK_SET) == 0
+    for offset, whence in ((0, os.SEEK_CUR), (4096, os.SEEK_SET), (-1, os.SEEK_END), (0, 7)):
+        before = snapshot(dgpu, igpu)
+        with pytest.raises(InvalidValue) as info:
+            client.fds.lseek(fd, offset, whence)
+        assert info.value.errno == E.EINVAL
+        assert snapshot(dgpu, igpu) == before
+    with pytest.raises(BadFd) as bad:
+        client.fds.lseek(fd + 100, 0, os.SEEK_END)
+    assert bad.value.errno == E.EBADF

@@ -10,6 +10,7 @@ call leaves the dma-buf unchanged.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
@@ -145,6 +146,20 @@ class DmaBuf:
         for hook in list(self.release_hooks):
             hook(self)
         self.bus.emit(Freed(self))
+
+    # --- llseek -------------------------------------------------------------------------
+
+    def llseek(self, offset: int, whence: int) -> int:
+        """``dma_buf_llseek``: the size query userspace makes with ``lseek(fd, 0,
+        SEEK_END)`` (returns the size; ``SEEK_SET`` returns 0).  Any other ``whence`` or a
+        non-zero ``offset`` is ``-EINVAL``.  Nothing changes (the model keeps no file
+        position)."""
+        self.check_alive("llseek")
+        if whence not in (os.SEEK_SET, os.SEEK_END):
+            raise InvalidValue(f"dma_buf_llseek of {self!r}: whence {whence}")
+        if offset != 0:
+            raise InvalidValue(f"dma_buf_llseek of {self!r}: offset {offset} (only 0)")
+        return self.size if whence == os.SEEK_END else 0
 
     # --- placement helpers ---------------------------------------------------------------
 
