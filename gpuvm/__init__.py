@@ -49,6 +49,7 @@ from gpuvm.core.vm import GpuVm, GpuVmFlags
 from gpuvm.core.vmbo import VmBo, gem_evict
 from gpuvm.drm.device import Device, snapshot
 from gpuvm.drm.file import BindMap, BindUnmap, DrmFile
+from gpuvm.drm.kernels import KERNELS, KernelProfile
 from gpuvm.drm.modes import ModeState
 from gpuvm.drm.policies import POLICIES, TeardownPolicy, make_policy
 from gpuvm.observe.costs import (
@@ -72,6 +73,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "CALLER",
+    "KERNELS",
     "OWNER",
     "POLICIES",
     "AlreadyInserted",
@@ -97,6 +99,7 @@ __all__ = [
     "InitOverflow",
     "InvalidRange",
     "InvalidValue",
+    "KernelProfile",
     "LeakError",
     "LinkError",
     "Lock",

@@ -107,10 +107,10 @@ def get_iova(vm: KernelVm, obj: GemObject, align: int | None = None) -> KernelVm
 def set_iova(vm: KernelVm, obj: GemObject, iova: int) -> KernelVma | None:
     """``msm_gem_set_iova`` / ``clear_iova``: put the buffer's VMA at a user-chosen iova.
 
-    ``iova == 0`` deletes the VMA (unmap, release the iova); a pinned VMA refuses with
-    ``-EBUSY``.  A VMA already at that iova is returned as is; one at another iova is
-    ``-EBUSY`` (the kernel WARNs, deletes it, then fails; the model only fails).  A taken
-    or out-of-window range is ``-ENOSPC``.
+    ``iova == 0`` deletes the VMA (unmap, release the iova), pinned or not: ``clear_iova``
+    has no pin check (a later unpin finds no VMA).  A VMA already at that iova is returned
+    as is; one at another iova is ``-EBUSY`` (the kernel WARNs, deletes it, then fails; the
+    model only fails).  A taken or out-of-window range is ``-ENOSPC``.
     """
     vm.check_alive("set_iova")
     obj.check_alive("set_iova")
@@ -118,8 +118,6 @@ def set_iova(vm: KernelVm, obj: GemObject, iova: int) -> KernelVma | None:
     if iova == 0:
         if vma is None:
             return None
-        if vma.pin_count:
-            raise Busy(f"clear_iova: {vma!r} is pinned")
         vm.unmap_vma(vma)
         vm.close_vma(vma)
         return None

@@ -23,7 +23,9 @@ def test_study_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["study", "--out", str(out), "--no-charts", *FAST]) == 0
     text = (out / "report.md").read_text()
     assert "The msm question" in text and "| `gpuvm_eager` | 1 | 1 | 1 |" in text
-    rows = json.loads((out / "study.json").read_text())
+    doc = json.loads((out / "study.json").read_text())
+    rows = doc["rows"]
+    assert doc["provenance"]["spec"]["frames"] == [12]
     assert {r["policy"] for r in rows} == {"legacy_pre_6_17", "gpuvm_eager", "gpuvm_vma_ref"}
     assert f"wrote {out / 'report.md'}" in capsys.readouterr().out
 

@@ -60,7 +60,17 @@ def eager_flips(vm_cls: type[GpuVm], frames: int, depth: int = 3) -> CostCounter
 
 def test_builtin_presets() -> None:
     presets = builtin_presets()
-    assert list(presets) == ["default", "intel-tlb", "msm-kms", "msm-thread", "per-process-flush"]
+    assert list(presets) == [
+        "default",
+        "intel-tlb",
+        "msm-kms",
+        "msm-thread",
+        "nvidia-cuda-vmm-h200",
+        "per-process-flush",
+        "sm8150-smmu-after",
+        "sm8150-smmu-before",
+        "vtd",
+    ]
     for name, p in presets.items():
         assert p.name == name and p.source and p.description
         assert p.evidence in ("M", "D", "E")

@@ -80,7 +80,7 @@ class LegacyMachine(RuleBasedStateMachine):
         cur = self.model.get((i, v))
         res = self.attempt(path.set_iova, self.vms[v], self.bos[i], iova)
         if iova == 0:
-            if cur is not None and cur[2] == 0:
+            if cur is not None:  # clear_iova: no pin check
                 self.unmaps += cur[1]
                 del self.model[(i, v)]
             return

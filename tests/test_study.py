@@ -60,6 +60,15 @@ def test_rows_have_the_required_keys(study: Study) -> None:
     assert {r["resolution"] for r in rows} == {"1080p"} and {r["layers"] for r in rows} == {1}
 
 
+def test_rows_record_the_kernel_profile(study: Study) -> None:
+    """Every row names the kernel-version profile its device ran under: the pre-6.17 policy
+    runs as msm before the VM_BIND series, the others as mainline."""
+    kernels = {(r["policy"], r["kernel"]) for r in study.rows()}
+    for policy, kernel in kernels:
+        assert kernel == ("msm-pre-6.17" if policy == "legacy_pre_6_17" else "mainline")
+    assert {p for p, _ in kernels} == set(POLICIES)
+
+
 def test_acceptance_legacy_pre_6_17(study: Study) -> None:
     r = _row(study, "legacy_pre_6_17", SWAP, "msm-thread")
     assert (r["maps_per_flip"], r["unmaps_per_flip"], r["tlb_invalidations_per_flip"]) == (0, 0, 0)

@@ -220,6 +220,14 @@ class ModeError(GpuvmError):
     flavour's errno (msm ``-EINVAL``/``-EBUSY``, nouveau ``-ENOSYS``)."""
 
 
+class DuplicateObject(GpuvmError):
+    """The same buffer twice in one submit's BO table: msm's ``submit_lock_objects`` locks
+    with ``drm_exec`` without ``DRM_EXEC_IGNORE_DUPLICATES`` (``-EALREADY``); nouveau's
+    ``validate_init`` finds "multiple instances of buffer" (``-EINVAL``)."""
+
+    errno = _errno.EALREADY
+
+
 class NoSpace(GpuvmError):
     """The iova allocator has no hole that fits (``-ENOSPC``, drm_mm)."""
 

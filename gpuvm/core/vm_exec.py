@@ -69,8 +69,10 @@ def exec_lock(vm: GpuVm, extra: Iterable[GemObject] = ()) -> frozenset[Resv]:
 
 
 def exec_lock_range(vm: GpuVm, addr: int, range: int) -> frozenset[Resv]:
-    """``drm_gpuvm_exec_lock_range``: VM reservation plus objects mapped in the range."""
-    return vm.prepare_vm() | vm.prepare_range(addr, range)
+    """``drm_gpuvm_exec_lock_range``: only the objects mapped in the range
+    (``drm_gpuvm_prepare_range`` in the ``drm_exec`` loop); the VM's own reservation is
+    locked only if a VM-private object mapped there shares it."""
+    return vm.prepare_range(addr, range)
 
 
 def sm_map_exec_lock(vm: GpuVm, req: MapRequest) -> frozenset[Resv]:

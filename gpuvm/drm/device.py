@@ -21,6 +21,7 @@ from gpuvm.core.gem import GemObject, Resv
 from gpuvm.core.refs import cycles, describe, explain
 from gpuvm.core.vm import GpuVm
 from gpuvm.drm.driver import Bo, DriverVm, Job, ManagedVm, make_bo
+from gpuvm.drm.kernels import KernelProfile, kernel_profile
 from gpuvm.drm.modes import FLAVOURS, Flavour
 from gpuvm.drm.placement import (
     AMDGPU_EVICTION,
@@ -57,7 +58,9 @@ class Device:
     """One DRM device.  ``flavour`` (``"msm"`` or ``"nouveau"``, or a
     :class:`~gpuvm.drm.modes.Flavour`) decides the mode-choice table; ``policy`` (a name from
     :data:`~gpuvm.drm.policies.POLICIES`, a class or an instance) decides VM types and teardown
-    points.  ``planes=0`` or ``display=False`` makes a render-only device without a KMS VM.
+    points; ``kernel`` (a name from :data:`~gpuvm.drm.kernels.KERNELS` or a profile; None:
+    the policy's ``default_kernel``) selects the behaviours that changed between kernel
+    versions.  ``planes=0`` or ``display=False`` makes a render-only device without a KMS VM.
     """
 
     __slots__ = (
@@ -70,12 +73,15 @@ class Device:
         "dmabufs",
         "files",
         "flavour",
+        "flink_names",
         "framebuffers",
         "jobs",
+        "kernel",
         "live_bos",
         "live_vms",
         "mem",
         "name",
+        "page_size",
         "per_process_pgtables",
         "planes",
         "policy",
@@ -99,12 +105,22 @@ class Device:
         caps: DeviceCaps | None = None,
         mem: MemoryManager | None = None,
         topology: Topology | None = None,
+        kernel: str | KernelProfile | None = None,
+        page_size: int = 4096,
     ) -> None:
         from gpuvm.drm.kms import Plane
 
+        if type(page_size) is not int or page_size < 4096 or page_size & (page_size - 1):
+            raise InvalidValue(f"page_size must be a power of two >= 4096, got {page_size!r}")
+        self.page_size = page_size
+        """The GPU page size of the device's kernel-managed and VM_BIND VMs (IOMMU / GPU MMU
+        granule: 4 KiB, 64 KiB, 2 MiB): iovas are aligned to it and sizes rounded up, and
+        cost counters count page-table entries of this size."""
         self.name = name
         self.flavour = flavour if isinstance(flavour, Flavour) else FLAVOURS[flavour]
         self.policy = make_policy(policy)
+        self.kernel = kernel_profile(self.policy.default_kernel if kernel is None else kernel)
+        """The kernel-version profile (:mod:`gpuvm.drm.kernels`)."""
         self.bus = bus if bus is not None else EventBus()
         self.display_window = display_window
         self.context_window = context_window
@@ -121,6 +137,8 @@ class Device:
         self.live_bos: dict[Bo, None] = {}
         self.live_vms: dict[AnyVm, None] = {}
         self.dmabufs: dict[DmaBuf, None] = {}
+        self.flink_names: dict[int, Bo] = {}
+        """``dev->object_name_idr``: GEM_FLINK global names (they hold no reference)."""
         self.framebuffers: dict[Framebuffer, None] = {}
         self.jobs: list[Job] = []
         self.reports: list[str] = []
@@ -295,8 +313,14 @@ class Device:
 
     def purge(self, bo: Bo) -> None:
         """The shrinker's purge path (``MADV_DONTNEED``): as :meth:`evict`, and the backing
-        is dropped: the buffer can no longer be pinned or scanned out (``-EBUSY``)."""
+        is dropped: the buffer can no longer be pinned or scanned out (``-EBUSY``).  On a
+        kernel before the 6.17 series ``msm_gem_purge`` then calls ``put_iova_vmas``: every
+        VMA of the buffer is closed and its iova freed (6.17 keeps them, "Don't close VMAs
+        on purge")."""
         self.evict(bo)
+        if self.kernel.purge_frees_vmas:
+            for vma in self._kernel_vmas(bo):
+                vma.vm.close_vma(vma)  # type: ignore[attr-defined]
         bo.purged = True
 
     # --- teardown and reports -------------------------------------------------------------
@@ -458,11 +482,11 @@ def _bo_state(bo: Bo) -> tuple[object, ...]:
 
 
 def snapshot(*devices: Device) -> tuple[object, ...]:
-    """The driver layer's whole state as a nested tuple: per device its files (mode, VM,
-    handles, handle counts, PRIME cache, framebuffers), fd tables, buffers (holders, handle
-    count, dma-buf, vma_ref, VMAs), VMs (holders, VMAs with iova / mapped / pins, extobj and
-    evict lists, VmBos), dma-bufs, framebuffers, planes and jobs.  Two snapshots compare
-    equal iff nothing observable changed."""
+    """The driver layer's whole state as a nested tuple: per device its kernel profile,
+    files (mode, VM, handles, handle counts, PRIME cache, framebuffers), fd tables, buffers
+    (holders, handle count, dma-buf, vma_ref, VMAs), VMs (holders, VMAs with iova / mapped /
+    pins, extobj and evict lists, VmBos), dma-bufs, framebuffers, planes and jobs.  Two
+    snapshots compare equal iff nothing observable changed."""
     out: list[object] = []
     tables: dict[int, FdTable] = {}
     for dev in devices:
@@ -483,6 +507,7 @@ def snapshot(*devices: Device) -> tuple[object, ...]:
         out.append(
             (
                 repr(dev),
+                dev.kernel.name,
                 dev.closed,
                 tuple(files),
                 tuple(_bo_state(b) for b in dev.live_bos),

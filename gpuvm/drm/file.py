@@ -25,7 +25,16 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from gpuvm.core.errors import BadFd, BadHandle, Busy, InvalidValue, ModeError
+from gpuvm.core.errors import (
+    BadFd,
+    BadHandle,
+    Busy,
+    DuplicateObject,
+    InvalidRange,
+    InvalidValue,
+    ModeError,
+    NotSupported,
+)
 from gpuvm.core.events import Ioctl
 from gpuvm.core.ops import MapRequest, UnmapRequest
 from gpuvm.core.refs import Holder
@@ -203,9 +212,10 @@ class DrmFile:
         return h
 
     def gem_close(self, handle: int) -> None:
-        """``GEM_CLOSE``."""
+        """``GEM_CLOSE`` (``drm_gem_handle_delete``: an unknown handle is ``-EINVAL``)."""
         self._ioctl("GEM_CLOSE")
-        self.bo(handle)
+        if handle not in self.handles:
+            raise BadHandle(f"GEM_CLOSE of unknown handle {handle}", errno=errno.EINVAL)
         self._close_handle(handle)
 
     def _close_handle(self, handle: int) -> None:
@@ -222,6 +232,10 @@ class DrmFile:
         else:
             del self.handle_counts[bo]
         bo.handle_count -= 1
+        if bo.handle_count == 0:
+            for name, named in list(self.device.flink_names.items()):
+                if named is bo:  # drm_gem_object_handle_free: the flink name goes
+                    del self.device.flink_names[name]
         if bo.handle_count == 0 and bo.dma_buf is not None:
             from gpuvm.drm.dmabuf import dma_buf_holder
 
@@ -229,6 +243,35 @@ class DrmFile:
             bo.dma_buf = None
             d.put(dma_buf_holder(bo))
         bo.put(handle_holder(self, handle))
+
+    # --- global names --------------------------------------------------------------------
+
+    def gem_flink(self, handle: int) -> int:
+        """``GEM_FLINK`` (``drm_gem_flink_ioctl``): the buffer's global name, allocated once
+        per buffer (lowest free id from 1 in ``object_name_idr``); it holds no reference and
+        goes when the buffer's last handle closes.  An unknown handle is ``-ENOENT``."""
+        self._ioctl("GEM_FLINK")
+        bo = self.bo(handle)
+        names = self.device.flink_names
+        for name, named in names.items():
+            if named is bo:
+                return name
+        name = 1
+        while name in names:
+            name += 1
+        names[name] = bo
+        return name
+
+    def gem_open(self, name: int) -> tuple[int, int]:
+        """``GEM_OPEN`` (``drm_gem_open_ioctl``): a NEW handle to the buffer with global
+        ``name`` (no reuse of an existing handle, unlike PRIME's cache) and its size; an
+        unknown name is ``-ENOENT``."""
+        self._ioctl("GEM_OPEN")
+        bo = self.device.flink_names.get(name)
+        if bo is None or bo.freed:
+            raise BadHandle(f"GEM_OPEN of unknown name {name}")
+        h = self._new_handle(bo)
+        return h, bo.size
 
     # --- PRIME ---------------------------------------------------------------------------
 
@@ -256,6 +299,11 @@ class DrmFile:
         self._ioctl("SET_PARAM")
         if not self.device.policy.supports_vm_bind:
             raise ModeError(f"{self.device.policy.name} has no VM_BIND", errno=errno.EINVAL)
+        if not self.device.kernel.msm_vm_bind:
+            raise ModeError(
+                f"kernel {self.device.kernel.name}: adreno_set_param has no EN_VM_BIND",
+                errno=errno.EINVAL,
+            )
         if not self.device.per_process_pgtables:
             raise ModeError("VM_BIND requires per-process pgtables", errno=errno.EINVAL)
         rule = self._gate("en_vm_bind")
@@ -309,6 +357,8 @@ class DrmFile:
         bo = self.bo(handle)
         check_u64("iova", iova)
         rule = self._gate("set_iova")
+        if not self.device.per_process_pgtables:
+            raise NotSupported("SET_IOVA requires per-process pgtables")
         vm = self._legacy_vm(rule)
         _check_set_iova(vm, bo, iova)
         self._enter(rule, vm)
@@ -317,25 +367,80 @@ class DrmFile:
     # --- VM_BIND -------------------------------------------------------------------------
 
     def vm_bind(self, ops: Sequence[BindMap | BindUnmap]) -> None:
-        """``VM_BIND``: MAP / MAP_NULL / UNMAP ops applied in order, all or nothing."""
+        """``VM_BIND``: MAP / MAP_NULL / UNMAP ops applied in order, all or nothing.  Every
+        op is validated before anything changes, in the flavour's order (msm
+        ``vm_bind_job_lookup_ops``: ``lookup_op`` alignment and range checks for all ops,
+        then the handles, then ``obj_offset + range`` against the buffer's size on a kernel
+        that checks it; nouveau: the handles, then ``bind_validate_op``), then the whole
+        array is dry-run against the VM."""
         self._ioctl("VM_BIND")
         if not self.device.policy.supports_vm_bind:
             raise ModeError(f"{self.device.policy.name} has no VM_BIND", errno=errno.EINVAL)
         rule = self._gate("vm_bind")
-        reqs: list[MapRequest | UnmapRequest] = []
         for op in ops:
-            if isinstance(op, BindMap):
-                obj = None if op.handle is None else self.bo(op.handle)
-                reqs.append(MapRequest(op.addr, op.range, obj, op.offset))
-            elif isinstance(op, BindUnmap):
-                reqs.append(UnmapRequest(op.addr, op.range))
-            else:
+            if not isinstance(op, BindMap | BindUnmap):
                 raise InvalidValue(f"not a VM_BIND op: {op!r}")
         vm = self._vm_for(rule)
         assert isinstance(vm, DriverVm) and not vm.kernel_managed
+        reqs = self._bind_requests(vm, ops)
         _check_bind(vm, reqs)
         self._enter(rule, vm)
         vm.bind(reqs)
+
+    def _lookup(self, handle: int, call: str, index: int) -> Bo:
+        """A handle of a BO table or bind array (the flavour's errno if unknown)."""
+        bo = self.handles.get(handle)
+        if bo is None:
+            raise BadHandle(
+                f"{call}: invalid handle {handle} at index {index}",
+                errno=self.device.flavour.bad_handle_errno(call),
+            )
+        return bo
+
+    def _op_bo(self, op: BindMap | BindUnmap, index: int) -> Bo | None:
+        """The buffer a bind op names (MAP with a handle), looked up the flavour's way."""
+        if isinstance(op, BindMap) and op.handle is not None:
+            return self._lookup(op.handle, "vm_bind", index)
+        return None
+
+    def _bind_requests(
+        self, vm: DriverVm, ops: Sequence[BindMap | BindUnmap]
+    ) -> list[MapRequest | UnmapRequest]:
+        """Validate a bind array the flavour's way and turn it into core requests."""
+        flavour = self.device.flavour.name
+        page = vm.page_size
+        if flavour == "nouveau":
+            objs = [self._op_bo(op, i) for i, op in enumerate(ops)]
+            for i, op in enumerate(ops):
+                obj = objs[i]
+                if obj is not None and isinstance(op, BindMap):
+                    size = _kernel_size(obj, page)
+                    if op.offset % page or size <= op.offset or op.range > size - op.offset:
+                        raise InvalidRange(f"bind_validate_op: op {i} {op!r} outside {obj!r}")
+                _validate_range(vm, op, i, "nouveau_uvmm_validate_range")
+        else:
+            for i, op in enumerate(ops):
+                if isinstance(op, BindMap) and op.offset % page:
+                    raise InvalidRange(f"lookup_op: op {i}: invalid bo_offset {op.offset:#x}")
+                _validate_range(vm, op, i, "lookup_op")
+            objs = [self._op_bo(op, i) for i, op in enumerate(ops)]
+            if self.device.kernel.bind_checks_bo_range:
+                for i, op in enumerate(ops):
+                    obj = objs[i]
+                    if not isinstance(op, BindMap) or obj is None:
+                        continue
+                    if op.range + op.offset > _kernel_size(obj, page):
+                        raise InvalidRange(
+                            f"vm_bind_job_lookup_ops: op {i}: {op.range:#x} + "
+                            f"{op.offset:#x} > size of {obj!r}"
+                        )
+        reqs: list[MapRequest | UnmapRequest] = []
+        for op, obj in zip(ops, objs, strict=True):
+            if isinstance(op, BindMap):
+                reqs.append(MapRequest(op.addr, op.range, obj, op.offset))
+            else:
+                reqs.append(UnmapRequest(op.addr, op.range))
+        return reqs
 
     # --- submits -------------------------------------------------------------------------
 
@@ -343,7 +448,7 @@ class DrmFile:
         """A legacy ``SUBMIT`` (nouveau ``PUSHBUF``) with a BO table: every buffer is pinned
         (mapped if needed) in the context VM until the job retires."""
         self._ioctl("SUBMIT")
-        bos = tuple(self.bo(h) for h in handles)
+        bos = self._bo_table(handles)
         rule = self._gate("submit")
         for bo in bos:
             if bo.purged:
@@ -356,6 +461,31 @@ class DrmFile:
         policy.on_submit(job)
         self.device.jobs.append(job)
         return job
+
+    def _bo_table(self, handles: Sequence[int]) -> tuple[Bo, ...]:
+        """A submit's BO table: every handle looked up (msm ``submit_lookup_objects``, the
+        flavour's errno), and no buffer twice (msm ``submit_lock_objects``: ``drm_exec``
+        without ``DRM_EXEC_IGNORE_DUPLICATES``, ``-EALREADY``; nouveau ``validate_init``:
+        ``-EINVAL``, found while looking up, in table order)."""
+        flavour = self.device.flavour
+        seen: dict[Bo, int] = {}
+        bos: list[Bo] = []
+        dup: tuple[int, Bo] | None = None
+        for i, h in enumerate(handles):
+            bo = self._lookup(h, "submit", i)
+            if bo in seen and dup is None:
+                dup = (i, bo)
+                if flavour.name == "nouveau":
+                    break
+            seen.setdefault(bo, i)
+            bos.append(bo)
+        if dup is not None:
+            i, bo = dup
+            raise DuplicateObject(
+                f"SUBMIT: {bo!r} at index {i} is already at index {seen[bo]}",
+                errno=flavour.duplicate_errno,
+            )
+        return tuple(bos)
 
     def exec(self) -> Job:
         """A VM_BIND-mode submit (msm SUBMIT on a VM_BIND queue, nouveau ``EXEC``): lock the
@@ -443,9 +573,7 @@ def _check_set_iova(vm: KernelVm, bo: Bo, iova: int) -> None:
     """The validation of :func:`legacy.path.set_iova`, without its effect."""
     vma = vm.vma_of(bo)
     if iova == 0:
-        if vma is not None and vma.pin_count:
-            raise Busy(f"clear_iova: {vma!r} is pinned")
-        return
+        return  # clear_iova: no pin check
     if vma is not None:
         if vma.addr != iova:
             raise Busy(f"set_iova {iova:#x}: {bo!r} already has {vma!r}")
@@ -459,3 +587,18 @@ def _check_bind(vm: DriverVm, reqs: Sequence[MapRequest | UnmapRequest]) -> None
             vm.sm_map_ops(req)
         else:
             vm.sm_unmap_ops(req.addr, req.range)
+
+
+def _kernel_size(obj: Bo, page: int) -> int:
+    """The size the kernel sees: GEM sizes are page-aligned at creation (``msm_gem_new``,
+    ``nouveau_bo_alloc``)."""
+    return obj.size + (-obj.size % page)
+
+
+def _validate_range(vm: DriverVm, op: BindMap | BindUnmap, index: int, where: str) -> None:
+    """Page-aligned address and range inside the VM (``drm_gpuvm_range_valid``)."""
+    page = vm.page_size
+    if op.addr % page or op.range % page:
+        raise InvalidRange(f"{where}: op {index}: unaligned {op!r}")
+    if not vm.range_valid(op.addr, op.range):
+        raise InvalidRange(f"{where}: op {index}: invalid range {op!r}")

@@ -168,10 +168,18 @@ VM_INIT ``-ENOSYS``.  nouveau has no GET_IOVA / SET_IOVA / SET_PARAM(EN_VM_BIND)
 
 @attrs.frozen(slots=True)
 class Flavour:
-    """A driver flavour: its name and mode-choice table."""
+    """A driver flavour: its name and mode-choice table, plus its errno for an unknown
+    handle per call (``lookup_errno``; default ``-ENOENT``, ``drm_gem_object_lookup``'s
+    callers) and for a buffer twice in a submit's BO table (``duplicate_errno``)."""
 
     name: str
     rules: Mapping[tuple[ModeState, str], Rule] = attrs.field(repr=False)
+    lookup_errno: Mapping[str, int] = attrs.field(factory=dict, repr=False)
+    duplicate_errno: int = E.EINVAL
+
+    def bad_handle_errno(self, call: str) -> int:
+        """The errno of ``call`` naming a handle the file does not have."""
+        return self.lookup_errno.get(call, E.ENOENT)
 
     def rule(self, state: ModeState, call: str) -> Rule:
         """The verdict for ``call`` in ``state``: ``-ENOTTY`` if the driver has no such
@@ -186,6 +194,16 @@ class Flavour:
         return frozenset(c for _, c in self.rules)
 
 
-MSM = Flavour("msm", MSM_RULES)
-NOUVEAU = Flavour("nouveau", NOUVEAU_RULES)
+MSM = Flavour(
+    "msm",
+    MSM_RULES,
+    lookup_errno={"submit": E.EINVAL, "vm_bind": E.EINVAL},
+    duplicate_errno=E.EALREADY,
+)
+"""msm: ``submit_lookup_objects`` and ``vm_bind_job_lookup_ops`` look handles up in the idr
+directly ("invalid handle %u at index %u", ``-EINVAL``); ``submit_lock_objects`` uses
+``drm_exec`` without ``DRM_EXEC_IGNORE_DUPLICATES`` (a duplicate is ``-EALREADY``)."""
+NOUVEAU = Flavour("nouveau", NOUVEAU_RULES, duplicate_errno=E.EINVAL)
+"""nouveau: ``validate_init`` (``PUSHBUF``) and ``bind_job_op_from_uop`` (``VM_BIND``) use
+``drm_gem_object_lookup`` (``-ENOENT``); a duplicate in ``PUSHBUF`` is ``-EINVAL``."""
 FLAVOURS: Mapping[str, Flavour] = {"msm": MSM, "nouveau": NOUVEAU}

@@ -34,15 +34,23 @@ explicit msm-only quirk flag with no lifetime guarantees.  msm took option 1 (co
 * ``gpuvm_legacy_trigger``: the naive conversion (GPUVM references, teardown only at buffer
   free): every mapped buffer leaks through the cycle buffer -> VMA -> VmBo -> buffer.
 
-A new policy is a subclass overriding a few hooks; see ``docs/policies.md``.
+A new policy is a subclass overriding a few hooks; see ``docs/policies.md``.  Everything
+that takes a policy (:class:`~gpuvm.drm.device.Device`, the workloads, ``gpuvm study`` /
+``flip`` / ``replay``, the :mod:`gpuvm.testing` machines) resolves it with
+:func:`resolve_policy`: a built-in name, ``"module:Class"`` (imported), or the name of an
+entry point in the ``gpuvm.policies`` group (a third-party package registering its
+policies); anything else raises :class:`UnknownPolicy`.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 from collections.abc import Callable, Iterable, Mapping
+from importlib import metadata
 from typing import TYPE_CHECKING, ClassVar, TypeAlias
 
-from gpuvm.core.errors import UseAfterFree
+from gpuvm.core.errors import InvalidValue, UseAfterFree
 from gpuvm.core.refs import OWNER, Holder
 from gpuvm.drm.driver import Bo, DriverVm, Job, ManagedVa, ManagedVm
 from legacy import path
@@ -58,16 +66,22 @@ if TYPE_CHECKING:
 OwnerFn: TypeAlias = "Callable[[ManagedVa], Iterable[object]]"
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "POLICIES",
     "GpuvmEager",
     "GpuvmLegacyTrigger",
     "GpuvmVmaRef",
     "LegacyPre617",
+    "PolicyArg",
     "SeparateTracker",
     "TeardownPolicy",
+    "UnknownPolicy",
     "WeakRefQuirk",
     "dangling_vm_bos",
+    "known_policies",
     "make_policy",
+    "policy_ref",
+    "resolve_policy",
 ]
 
 
@@ -79,10 +93,12 @@ class TeardownPolicy:
     ``-EINVAL``); ``gpuvm_kernel_vms`` (kernel-managed VMs are GPUVM-backed
     :class:`~gpuvm.drm.driver.ManagedVm` instead of legacy address spaces); ``bo_owns_vmas`` and
     ``weak_refs`` (passed to those ManagedVms); ``job_holds_bos`` / ``job_holds_vm_bos``
-    (what a submit holds until retire).
+    (what a submit holds until retire); ``default_kernel`` (the
+    :mod:`~gpuvm.drm.kernels` profile a device with this policy runs under unless told).
     """
 
     name: ClassVar[str] = "base"
+    default_kernel: ClassVar[str] = "mainline"
     supports_vm_bind: ClassVar[bool] = True
     gpuvm_kernel_vms: ClassVar[bool] = False
     bo_owns_vmas: ClassVar[bool] = True
@@ -108,13 +124,21 @@ class TeardownPolicy:
                 bus=device.bus,
                 tlb_kind=tlb_kind,
                 role=role,
+                page_size=device.page_size,
                 bo_owns_vmas=self.bo_owns_vmas,
                 weak_refs=self.weak_refs,
                 vma_owner=self.vma_owner(device, role),
                 vm_free=device.vm_freed,
             )
         return AddressSpace(
-            start, size, name=name, bus=device.bus, tlb_kind=tlb_kind, on_free=device.vm_freed
+            start,
+            size,
+            name=name,
+            bus=device.bus,
+            tlb_kind=tlb_kind,
+            align=device.page_size,
+            page_size=device.page_size,
+            on_free=device.vm_freed,
         )
 
     def vma_owner(
@@ -153,6 +177,7 @@ class TeardownPolicy:
             name=f"{file.name}.vm_bind",
             bus=file.device.bus,
             tlb_kind="context_flush",
+            page_size=file.device.page_size,
             role="vm_bind",
             vm_free=file.device.vm_freed,
         )
@@ -279,6 +304,7 @@ class LegacyPre617(TeardownPolicy):
     unmapped and destroyed only when the buffer is freed.  No VM_BIND."""
 
     name = "legacy_pre_6_17"
+    default_kernel = "msm-pre-6.17"
     supports_vm_bind = False
 
 
@@ -306,12 +332,16 @@ class _GpuvmExplicit(TeardownPolicy):
         return lambda va: _handle_owners(device, va)
 
     def on_handle_close(self, file: DrmFile, handle: int, bo: Bo) -> None:
+        """``msm_gem_close``: with a legacy context VM, wait for every fence of the buffer
+        (``dma_resv_wait_timeout`` on ``DMA_RESV_USAGE_BOOKKEEP``) whether or not this file
+        maps it, then drop the file's VMA (``put_iova_spaces(close)``), at every handle
+        close: another handle of the same file to the buffer does not keep it."""
         vm = file.vm
-        if not isinstance(vm, ManagedVm) or file.handle_counts.get(bo, 0) > 1:
-            return
-        if vm.vma_of(bo) is None:
+        if not isinstance(vm, ManagedVm):
             return
         file.device.wait_idle(bo)
+        if vm.vma_of(bo) is None:
+            return
         path.close_vma(vm, bo)
 
 
@@ -348,8 +378,9 @@ class GpuvmEager(_GpuvmExplicit):
 
 
 class GpuvmVmaRef(_GpuvmExplicit):
-    """msm 6.17: ``vma_ref`` per buffer, raised by each handle, each dma-buf export and each
-    pin (framebuffer prepare, submit), dropped by their ends; the display VMA is unmapped and
+    """msm 6.17: ``vma_ref`` per buffer, raised by each handle (``msm_gem_open``), each
+    dma-buf export and each framebuffer prepare, dropped by their ends (a submit takes none:
+    ``submit_pin_objects`` holds the buffer and its vm_bo only); the display VMA is unmapped and
     destroyed when it reaches 0.  Legacy contexts drop a VMA at handle close; VM_BIND
     contexts follow GPUVM."""
 
@@ -390,17 +421,6 @@ class GpuvmVmaRef(_GpuvmExplicit):
         super().on_fb_cleanup(fb)
         for bo in fb.bos:
             self.vma_put(bo, fb)
-
-    def on_submit(self, job: Job) -> None:
-        super().on_submit(job)
-        for bo in job.bos:
-            self.vma_get(bo, job)
-
-    def on_retire(self, job: Job) -> None:
-        for bo in job.bos:
-            if not bo.freed:
-                self.vma_put(bo, job)
-        super().on_retire(job)
 
 
 def _device_of(bo: Bo) -> Device | None:
@@ -502,13 +522,94 @@ POLICIES: Mapping[str, type[TeardownPolicy]] = {
 """The built-in policies by name."""
 
 
-def make_policy(policy: str | TeardownPolicy | type[TeardownPolicy]) -> TeardownPolicy:
-    """A policy instance from a name, a class or an instance."""
+ENTRY_POINT_GROUP = "gpuvm.policies"
+"""The entry-point group third-party packages register policies in: ``name = "pkg.mod:Cls"``
+under ``[project.entry-points."gpuvm.policies"]``."""
+
+PolicyArg: TypeAlias = "str | TeardownPolicy | type[TeardownPolicy]"
+
+
+class UnknownPolicy(InvalidValue, ValueError):
+    """A policy that cannot be resolved: an unknown name, a ``module:Class`` that does not
+    import or is not a :class:`TeardownPolicy` subclass (``-EINVAL``).  The one exception
+    every command and API raises for it (also a ``ValueError``, as before)."""
+
+
+@functools.cache
+def _entry_points() -> Mapping[str, metadata.EntryPoint]:
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def known_policies() -> list[str]:
+    """The built-in names, then the names registered in the ``gpuvm.policies`` group."""
+    return [*POLICIES, *(n for n in sorted(_entry_points()) if n not in POLICIES)]
+
+
+def _check_class(obj: object, what: str) -> type[TeardownPolicy]:
+    if not (isinstance(obj, type) and issubclass(obj, TeardownPolicy)):
+        raise UnknownPolicy(f"policy {what!r} is {obj!r}, not a TeardownPolicy subclass")
+    return obj
+
+
+def _import_class(ref: str) -> type[TeardownPolicy]:
+    module, _, qualname = ref.partition(":")
+    if not module or not qualname:
+        raise UnknownPolicy(f"policy {ref!r}: expected module:Class")
+    try:
+        obj: object = importlib.import_module(module)
+    except ImportError as exc:
+        raise UnknownPolicy(f"policy {ref!r}: cannot import {module!r} ({exc})") from None
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UnknownPolicy(f"policy {ref!r}: {module!r} has no {qualname!r}") from None
+    return _check_class(obj, ref)
+
+
+def resolve_policy(policy: PolicyArg) -> type[TeardownPolicy] | TeardownPolicy:
+    """The policy class ``policy`` names (an instance is returned as is): a built-in name
+    (:data:`POLICIES`), ``"module:Class"`` (imported; ``Class`` may be dotted), or an entry
+    point of the ``gpuvm.policies`` group.  Raises :class:`UnknownPolicy` otherwise."""
     if isinstance(policy, TeardownPolicy):
         return policy
     if isinstance(policy, type):
-        return policy()
-    try:
-        return POLICIES[policy]()
-    except KeyError:
-        raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}") from None
+        return _check_class(policy, getattr(policy, "__name__", str(policy)))
+    if not isinstance(policy, str):
+        raise UnknownPolicy(f"a policy is a name, a class or an instance, got {policy!r}")
+    if policy in POLICIES:
+        return POLICIES[policy]
+    if ":" in policy:
+        return _import_class(policy)
+    ep = _entry_points().get(policy)
+    if ep is not None:
+        try:
+            loaded = ep.load()
+        except Exception as exc:
+            raise UnknownPolicy(f"policy {policy!r}: entry point {ep.value!r}: {exc}") from None
+        return _check_class(loaded, f"{policy} = {ep.value}")
+    raise UnknownPolicy(
+        f"unknown policy {policy!r}; known: {', '.join(known_policies())} "
+        "(or module:Class for your own)"
+    )
+
+
+def policy_ref(policy: PolicyArg) -> str:
+    """A string that :func:`resolve_policy` turns back into ``policy``'s class: the
+    built-in or entry-point name as given, else ``module:Class``.  What study rows and
+    traces record, so another process (a Dask worker, ``gpuvm replay``) can rebuild it."""
+    if isinstance(policy, str):
+        resolve_policy(policy)
+        return policy
+    cls = type(policy) if isinstance(policy, TeardownPolicy) else _check_class(policy, str(policy))
+    builtin = POLICIES.get(cls.name)
+    if builtin is cls:
+        return cls.name
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def make_policy(policy: PolicyArg) -> TeardownPolicy:
+    """A policy instance from a name (see :func:`resolve_policy`), a class or an instance;
+    an unresolvable one raises :class:`UnknownPolicy`."""
+    found = resolve_policy(policy)
+    return found if isinstance(found, TeardownPolicy) else found()

@@ -8,13 +8,15 @@ Markdown and JSON are written all the same and :attr:`ReportFiles.charts_skipped
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
 from gpuvm.study.runner import Study, dumps_rows
+from gpuvm.study.timeline_study import timeline_markdown
 from gpuvm.study.workloads import CONSUMERS, PAGEFLIP_PATTERNS, REIMPORT_PATTERNS, SOURCES
 
 __all__ = ["HEADLINE_CASE", "ReportFiles", "render_markdown", "write_report"]
@@ -49,13 +51,29 @@ def _groups(rows: Sequence[Row]) -> dict[tuple[str, int, float], list[Row]]:
     return out
 
 
-def _num(x: float) -> str:
-    """Counts per flip: integers without decimals, else two decimals."""
+def _num(x: float | None) -> str:
+    """Counts per flip: integers without decimals, else two decimals ("-" unmeasured)."""
+    if x is None:
+        return "-"
     return f"{x:.0f}" if float(x).is_integer() else f"{x:.2f}"
 
 
+def failure_label(row: Row) -> str:
+    """A failed run's short label: its status and frame (``exhausted @517``), or ""."""
+    if row["status"] == "ok":
+        return ""
+    frame = row["failed_at_frame"]
+    if frame is not None:
+        return f"{row['status']} @{frame}"
+    late = row["status"] in ("leaked", "use-after-free")
+    return f"{row['status']} ({'teardown' if late else 'set-up'})"
+
+
 def _ms(row: Row) -> str:
-    return f"{row['ms_per_flip']:.3f} ({row['frame_budget_pct']:.1f} %)"
+    if row["ms_per_flip"] is None:
+        return f"**{failure_label(row)}**"
+    text = f"{row['ms_per_flip']:.3f} ({row['frame_budget_pct']:.1f} %)"
+    return text if row["status"] == "ok" else f"{text} **{failure_label(row)}**"
 
 
 def _hz(hz: float) -> str:
@@ -111,10 +129,16 @@ def render_markdown(study: Study, rows: Sequence[Row], charts: Mapping[str, str]
     for key, grows in groups.items():
         res, layers, hz = key
         idx = _index(grows)
-        title = f"{res}, {layers} layer{'s' if layers != 1 else ''}, {_hz(hz)}"
+        gcases = [c for c in cases if any(k[0] == c for k in idx)]
+        flips = any(c.startswith("pageflip/") for c in gcases)
+        title = (
+            f"{res}, {layers} layer{'s' if layers != 1 else ''}, {_hz(hz)}"
+            if flips
+            else f"re-imports, {res}, {_hz(hz)}"
+        )
         out += [f"## {title}" if multi else f"## Setting: {title}", ""]
         # --- headline -------------------------------------------------------------------
-        if any(c == HEADLINE_CASE for c in cases):
+        if HEADLINE_CASE in gcases:
             out += [
                 "### The msm question: a compositor flipping its own swapchain",
                 "",
@@ -151,7 +175,7 @@ def render_markdown(study: Study, rows: Sequence[Row], charts: Mapping[str, str]
             "",
         ]
         body = []
-        for case in cases:
+        for case in gcases:
             cells = []
             for p in policies:
                 r = idx.get((case, p, presets[0]))
@@ -176,7 +200,7 @@ def render_markdown(study: Study, rows: Sequence[Row], charts: Mapping[str, str]
                 "",
             ]
             body = []
-            for case in cases:
+            for case in gcases:
                 cells = []
                 for p in policies:
                     r = idx.get((case, p, s))
@@ -187,6 +211,7 @@ def render_markdown(study: Study, rows: Sequence[Row], charts: Mapping[str, str]
             role = f"heatmap:{key}:{s}"
             if role in charts:
                 out += [f"![cost per flip under {s}]({charts[role]})", ""]
+    out += _failures(rows, presets[0], study.refresh_rates[0])
     # --- lifetimes -------------------------------------------------------------------------
     bad = [
         r
@@ -195,6 +220,7 @@ def render_markdown(study: Study, rows: Sequence[Row], charts: Mapping[str, str]
         and r["refresh_hz"] == study.refresh_rates[0]
         and (r["leaked_objects"] or r["lifetime_reports"])
     ]
+    out += timeline_markdown()
     out += ["## Lifetime problems found at teardown", ""]
     if bad:
         out += [
@@ -227,6 +253,39 @@ def render_markdown(study: Study, rows: Sequence[Row], charts: Mapping[str, str]
         out.append("")
     out += _glossary()
     return "\n".join(out)
+
+
+def _failures(rows: Sequence[Row], preset: str, hz: float) -> list[str]:
+    """The section for runs that did not finish cleanly: exhausted, refused, leaked or
+    use-after-free, with the frame, errno and the checker's finding.  Their costs cover only
+    the frames before the failure, so the tables mark them instead of ranking them."""
+    bad = [r for r in rows if r["preset"] == preset and r["refresh_hz"] == hz]
+    bad = [r for r in bad if r["status"] != "ok"]
+    out = ["## Runs that failed", ""]
+    if not bad:
+        return [*out, "None: every run finished every frame cleanly.", ""]
+    out += [
+        "A failure is a result: the run stopped (or was torn down) with the status below. "
+        "Its per-flip numbers cover only the steady frames before the failure, so tables "
+        "and charts mark it rather than rank it as cheap.",
+        "",
+    ]
+    body = [
+        [
+            f"`{r['policy']}`",
+            f"`{r['case']}`",
+            f"{r['resolution']}, {r['layers']} layer{'s' if r['layers'] != 1 else ''}",
+            str(r["status"]),
+            str(r["failed_at_frame"])
+            if r["failed_at_frame"] is not None
+            else ("teardown" if r["status"] in ("leaked", "use-after-free") else "set-up"),
+            str(r["errno"] or "-"),
+            str(r["error"] or r["finding"] or "-").replace("|", "/"),
+        ]
+        for r in bad
+    ]
+    out += _table(["policy", "workload", "setting", "status", "frame", "errno", "finding"], body)
+    return [*out, ""]
 
 
 def _findings(
@@ -272,6 +331,28 @@ def _glossary() -> list[str]:
 # --- charts -------------------------------------------------------------------------------
 
 
+_PRESET_ORDER: Final = ("default", "intel-tlb", "msm-kms", "msm-thread", "per-process-flush")
+
+
+def colour_of(name: str, known: Sequence[str] = _PRESET_ORDER) -> str:
+    """A fixed colour for a preset or policy name, the same in every chart (tab10, by the
+    name's place among the built-ins, else by a stable hash of the name)."""
+    tab10 = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+        "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    ]  # fmt: skip
+    if name in known:
+        return tab10[known.index(name)]
+    return tab10[(zlib.crc32(name.encode()) % 5) + 5]
+
+
+def _setting(row: Row) -> str:
+    layers = int(row["layers"])
+    return (
+        f"{row['resolution']}, {layers} layer{'s' if layers != 1 else ''}, {row['refresh_hz']:g} Hz"
+    )
+
+
 def _draw_headline(plt: Any, grows: Sequence[Row], study: Study, path: Path, hz: float) -> bool:
     idx = _index(grows)
     policies = [p for p in study.policies if (HEADLINE_CASE, p, study.presets[0].name) in idx]
@@ -281,44 +362,45 @@ def _draw_headline(plt: Any, grows: Sequence[Row], study: Study, path: Path, hz:
     fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)
     n = len(presets)
     width = 0.8 / n
-    cmap = plt.get_cmap("tab10")
-    top = 0.0
+    top = 100.0
+    for i, p in enumerate(policies):  # the min-max range across presets, as a band
+        vals = [idx[(HEADLINE_CASE, p, s)]["frame_budget_pct"] for s in presets]
+        got = [float(v) for v in vals if v is not None]
+        if got:
+            ax.fill_between(
+                [i - 0.45, i + 0.45], min(got), max(got), color="#bbbbbb", alpha=0.35, lw=0,
+                label="min-max across presets" if i == 0 else None,
+            )  # fmt: skip
     for j, s in enumerate(presets):
-        xs = [i + (j - (n - 1) / 2) * width for i in range(len(policies))]
-        vals = [float(idx[(HEADLINE_CASE, p, s)]["frame_budget_pct"]) for p in policies]
-        top = max(top, *vals)
-        bars = ax.bar(xs, vals, width, label=s, color=cmap(j))
-        for bar, v in zip(bars, vals, strict=True):
+        for i, p in enumerate(policies):
+            r = idx[(HEADLINE_CASE, p, s)]
+            x = i + (j - (n - 1) / 2) * width
+            failed = r["status"] != "ok"
+            v = 0.0 if r["frame_budget_pct"] is None else float(r["frame_budget_pct"])
+            top = max(top, v)
+            ax.bar(
+                x, v, width, color=colour_of(s), label=s if i == 0 else None,
+                hatch="//" if failed else None, edgecolor="black" if failed else None,
+            )  # fmt: skip
             if v >= 0.5:
-                ax.annotate(
-                    f"{v:.1f}",
-                    (bar.get_x() + bar.get_width() / 2, v),
-                    ha="center",
-                    va="bottom",
-                    fontsize=8,
-                )
-    ymax = max(5.0, top * 1.4)
+                ax.annotate(f"{v:.1f}", (x, v), ha="center", va="bottom", fontsize=7)
+    ymax = top * 1.25
+    ax.axhline(100.0, color="#d62728", ls="--", lw=1.2, label="100 % of the frame budget")
     for i, p in enumerate(policies):
         r = idx[(HEADLINE_CASE, p, presets[0])]
+        label = failure_label(r)
+        text = f"{_num(r['maps_per_flip'])} map / {_num(r['unmaps_per_flip'])} unmap\nper flip"
         ax.text(
-            i,
-            ymax * 0.97,
-            f"{_num(r['maps_per_flip'])} map / {_num(r['unmaps_per_flip'])} unmap\nper flip",
-            ha="center",
-            va="top",
-            fontsize=9,
-            color="#444444",
-        )
+            i, ymax * 0.97, text + (f"\n{label}" if label else ""), ha="center", va="top",
+            fontsize=9, color="#b00000" if label else "#444444",
+        )  # fmt: skip
     ax.set_xticks(range(len(policies)))
     ax.set_xticklabels(policies, rotation=15, ha="right", fontsize=10)
+    ax.set_xlabel("teardown policy")
     ax.set_ylabel(f"% of a {hz:g} Hz frame per flip")
     ax.set_ylim(0, ymax)
-    res = grows[0]["resolution"]
-    ax.set_title(
-        f"Compositor flipping its own swapchain ({res}, {grows[0]['layers']} layer): "
-        "cost of one flip"
-    )
-    ax.legend(title="cost preset", fontsize=9, loc="center right")
+    ax.set_title(f"Compositor flipping its own swapchain ({_setting(grows[0])}): cost of one flip")
+    ax.legend(title="cost preset", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -327,30 +409,39 @@ def _draw_headline(plt: Any, grows: Sequence[Row], study: Study, path: Path, hz:
 
 
 def _draw_heatmap(
-    plt: Any, grows: Sequence[Row], study: Study, preset: str, path: Path, hz: float
+    plt: Any, grows: Sequence[Row], study: Study, preset: str, path: Path, vmax: float
 ) -> bool:
     idx = _index(grows)
     policies = study.policies
     cases = [c for c in study.cases if any((c, p, preset) in idx for p in policies)]
     if not cases:
         return False
+    hz = float(grows[0]["refresh_hz"])
     vals: list[list[float]] = []
     for c in cases:
         line = []
         for p in policies:
             r = idx.get((c, p, preset))
-            line.append(float("nan") if r is None else float(r["frame_budget_pct"]))
+            ok = r is not None and r["status"] == "ok" and r["frame_budget_pct"] is not None
+            line.append(float(r["frame_budget_pct"]) if ok and r is not None else float("nan"))
         vals.append(line)
-    finite = [v for line in vals for v in line if v == v]
-    vmax = max([10.0, *finite])
-    fig, ax = plt.subplots(figsize=(12, 0.45 * len(cases) + 2.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(12, 0.45 * len(cases) + 2.4), dpi=110)
     cmap = plt.get_cmap("YlOrRd").with_extremes(bad="#dddddd")
     im = ax.imshow(vals, cmap=cmap, vmin=0, vmax=vmax, aspect="auto")
     for i, c in enumerate(cases):
         for j, p in enumerate(policies):
             r = idx.get((c, p, preset))
+            light = False
             if r is None:
-                text, light = "n/a", False
+                text = "n/a"
+            elif r["status"] != "ok":
+                text = failure_label(r)
+                ax.add_patch(
+                    plt.Rectangle(
+                        (j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
+                        edgecolor="#b00000", lw=0,
+                    )
+                )  # fmt: skip
             else:
                 text = (
                     f"{_num(r['maps_per_flip'])}/{_num(r['unmaps_per_flip'])}  "
@@ -358,24 +449,20 @@ def _draw_heatmap(
                 )
                 light = float(r["frame_budget_pct"]) > vmax * 0.6
             ax.text(
-                j,
-                i,
-                text,
-                ha="center",
-                va="center",
-                fontsize=8,
+                j, i, text, ha="center", va="center", fontsize=8,
                 color="white" if light else "black",
-            )
+            )  # fmt: skip
     ax.set_xticks(range(len(policies)))
     ax.set_xticklabels(policies, rotation=15, ha="right", fontsize=9)
+    ax.set_xlabel("teardown policy")
     ax.set_yticks(range(len(cases)))
     ax.set_yticklabels(cases, fontsize=9)
-    res = grows[0]["resolution"]
+    ax.set_ylabel("workload")
     ax.set_title(
-        f"Per flip under {preset} ({res}, {hz:g} Hz): maps/unmaps and ms; colour = % of frame"
+        f"Per flip under {preset} ({_setting(grows[0])}): maps/unmaps and ms; hatched = run failed"
     )
     cbar = fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
-    cbar.set_label(f"% of a {hz:g} Hz frame")
+    cbar.set_label(f"% of a {hz:g} Hz frame (same scale in every heatmap)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -396,6 +483,12 @@ def _charts(study: Study, rows: Sequence[Row], out: Path) -> tuple[dict[str, str
     multi = len(groups) > 1
     names = [p.name for p in study.presets]
     heat = [p for p in HEATMAP_PRESETS if p in names] or names[:1]
+    ok = [
+        float(r["frame_budget_pct"])
+        for r in rows
+        if r["preset"] in heat and r["status"] == "ok" and r["frame_budget_pct"] is not None
+    ]
+    vmax = max([10.0, *ok])  # one colour scale for the whole heatmap family
     for key, grows in groups.items():
         hz = key[2]
         name = _chart_name("headline", key, multi)
@@ -403,19 +496,30 @@ def _charts(study: Study, rows: Sequence[Row], out: Path) -> tuple[dict[str, str
             made[f"headline:{key}"] = name
         for s in heat:
             name = _chart_name("heatmap", key, multi, s)
-            if _draw_heatmap(plt, grows, study, s, out / name, hz):
+            if _draw_heatmap(plt, grows, study, s, out / name, vmax):
                 made[f"heatmap:{key}:{s}"] = name
     return made, None
 
 
-def write_report(study: Study, out: str | Path, *, charts: bool = True) -> ReportFiles:
+def write_report(
+    study: Study,
+    out: str | Path,
+    *,
+    charts: bool = True,
+    rows: Sequence[Row] | None = None,
+) -> ReportFiles:
     """Write ``report.md``, ``study.json`` and (with matplotlib) PNG charts into ``out``
-    (created if needed)."""
+    (created if needed).  With ``rows`` (already written to ``study.json`` by a sweep's
+    sink) the JSON is left alone and the report is drawn from them.  Charts of an earlier
+    run in ``out`` are removed first, so no stale PNG stays behind."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    rows = study.rows()
     json_path = folder / "study.json"
-    json_path.write_text(dumps_rows(rows), encoding="utf-8")
+    if rows is None:
+        rows = study.rows()
+        json_path.write_text(dumps_rows(rows), encoding="utf-8")
+    for old in list(folder.glob("headline*.png")) + list(folder.glob("heatmap*.png")):
+        old.unlink()
     made: dict[str, str] = {}
     skipped: str | None = "charts not requested"
     if charts:

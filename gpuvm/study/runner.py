@@ -16,7 +16,8 @@ from typing import Final
 
 import attrs
 
-from gpuvm.drm.policies import POLICIES, make_policy
+from gpuvm.core.errors import GpuvmError
+from gpuvm.drm.policies import POLICIES, UnknownPolicy, make_policy
 from gpuvm.observe.costs import (
     CostPreset,
     Counts,
@@ -25,13 +26,16 @@ from gpuvm.observe.costs import (
     get_preset,
     resolution,
 )
+from gpuvm.study.timeline_study import TIMELINE_KEYS, timeline_fields
 from gpuvm.study.workloads import (
     CONSUMERS,
     PAGEFLIP_PATTERNS,
     REIMPORT_PATTERNS,
     REIMPORT_SOURCES,
     SOURCES,
+    Failure,
     WorkloadError,
+    WorkloadRun,
     WorkloadSpec,
     check_policy,
     run_spec,
@@ -46,6 +50,7 @@ __all__ = [
     "default_workloads",
     "dumps_rows",
     "price",
+    "record",
     "run_study",
 ]
 
@@ -68,6 +73,9 @@ ROW_KEYS: Final = (
     "refresh_hz",
     "layers",
     "swapchain_depth",
+    "page_size",
+    "flavour",
+    "seed",
     "frames",
     "warmup_frames",
     "maps_per_flip",
@@ -86,13 +94,25 @@ ROW_KEYS: Final = (
     "frame_budget_pct",
     "leaked_objects",
     "lifetime_reports",
+    "status",
+    "failed_at_frame",
+    "errno",
+    "error",
+    "finding",
+    "kernel",
+    *TIMELINE_KEYS,
 )
 """The keys of every study row.  ``*_per_flip`` are steady-state means per frame (a frame
 flips every layer once; a re-import frame imports, submits and maybe closes); ``map_ms`` to
 ``ioctl_ms`` split ``ms_per_flip`` (``vma`` and migration terms are 0 in these workloads and
 included in the total); ``frame_budget_pct`` is ``ms_per_flip`` as a share of one frame at
 ``refresh_hz``; ``frames`` is the steady-state frames measured; ``leaked_objects`` /
-``lifetime_reports`` come from tearing everything down after the run."""
+``lifetime_reports`` come from tearing everything down after the run.  ``status`` is one of
+:data:`~gpuvm.study.workloads.STATUSES`; a run that stopped early has ``failed_at_frame``
+(None: during set-up), the ``errno`` name and the ``error`` line, and its counts cover the
+steady frames before it (costs are None when there were none); ``finding`` is the lifetime
+checker's first finding at teardown ("" when none); ``kernel`` is the kernel-version profile
+the run's device ran under (:mod:`gpuvm.drm.kernels`)."""
 
 
 @attrs.frozen(slots=True)
@@ -105,6 +125,38 @@ class RunRecord:
     steady: Counts
     leaks: int
     reports: int
+    status: str = "ok"
+    failed_at_frame: int | None = None
+    errno: str = ""
+    error: str = ""
+    finding: str = ""
+    kernel: str = ""
+    """The device's kernel-version profile (``Device.kernel.name``)."""
+
+    @classmethod
+    def of(cls, run: WorkloadRun) -> RunRecord:
+        """The record of a finished (torn down) workload run."""
+        f = run.failure
+        return cls(
+            run.policy,
+            run.spec,
+            run.steady,
+            len(run.leaks),
+            len(run.reports),
+            run.status,
+            None if f is None else f.frame,
+            "" if f is None else f.errno,
+            "" if f is None else f.error,
+            run.finding,
+            run.device.kernel.name,
+        )
+
+    @classmethod
+    def refused_setup(cls, policy: str, spec: WorkloadSpec, exc: GpuvmError) -> RunRecord:
+        """A run whose set-up (buffers, framebuffers) was already refused."""
+        f = Failure.of(exc, None)
+        kernel = make_policy(policy).default_kernel
+        return cls(policy, spec, Counts(), 0, 0, f.status, None, f.errno, f.error, "", kernel)
 
 
 @attrs.frozen(slots=True)
@@ -145,9 +197,11 @@ def price(run: RunRecord, preset: CostPreset, refresh_hz: float) -> dict[str, ob
     """One study row: ``run``'s steady-state counts per flip, priced by ``preset``, as a
     share of a frame at ``refresh_hz``."""
     steady = run.steady
+    spec = run.spec
+    if steady.frames == 0:
+        return _unmeasured(run, preset, refresh_hz)
     per = steady.per_frame()
     cost = preset.breakdown(steady).per_frame(steady.frames)
-    spec = run.spec
     row: dict[str, object] = {
         "policy": run.policy,
         "workload": spec.workload,
@@ -160,6 +214,9 @@ def price(run: RunRecord, preset: CostPreset, refresh_hz: float) -> dict[str, ob
         "refresh_hz": _r(refresh_hz),
         "layers": spec.layers,
         "swapchain_depth": spec.swapchain_depth,
+        "page_size": spec.page_size,
+        "flavour": spec.flavour,
+        "seed": spec.seed,
         "frames": steady.frames,
         "warmup_frames": spec.warmup,
         "maps_per_flip": _r(per["map_ops"]),
@@ -178,8 +235,71 @@ def price(run: RunRecord, preset: CostPreset, refresh_hz: float) -> dict[str, ob
         "frame_budget_pct": _r(budget_pct(cost.total_ms, refresh_hz)),
         "leaked_objects": run.leaks,
         "lifetime_reports": run.reports,
+        **_outcome(run),
+        "kernel": run.kernel,
     }
+    if spec.workload == "pageflip":
+        row.update(timeline_fields(row))
+    else:
+        row.update(dict.fromkeys(TIMELINE_KEYS))
     return row
+
+
+def _outcome(run: RunRecord) -> dict[str, object]:
+    return {
+        "status": run.status,
+        "failed_at_frame": run.failed_at_frame,
+        "errno": run.errno,
+        "error": run.error,
+        "finding": run.finding,
+    }
+
+
+_MEASURED: Final = (
+    "maps_per_flip",
+    "unmaps_per_flip",
+    "tlb_invalidations_per_flip",
+    "pages_mapped_per_flip",
+    "pages_unmapped_per_flip",
+    "vmas_created_per_flip",
+    "vmas_destroyed_per_flip",
+    "ioctls_per_flip",
+    "map_ms",
+    "unmap_ms",
+    "tlb_ms",
+    "ioctl_ms",
+    "ms_per_flip",
+    "frame_budget_pct",
+)
+
+
+def _unmeasured(run: RunRecord, preset: CostPreset, refresh_hz: float) -> dict[str, object]:
+    """The row of a run that stopped before a single steady frame: nothing to price."""
+    spec = run.spec
+    row: dict[str, object] = {
+        "policy": run.policy,
+        "workload": spec.workload,
+        "case": spec.case,
+        "source": spec.source,
+        "pattern": spec.pattern,
+        "consumer": spec.consumer,
+        "preset": preset.name,
+        "resolution": spec.resolution,
+        "refresh_hz": _r(refresh_hz),
+        "layers": spec.layers,
+        "swapchain_depth": spec.swapchain_depth,
+        "page_size": spec.page_size,
+        "flavour": spec.flavour,
+        "seed": spec.seed,
+        "frames": 0,
+        "warmup_frames": spec.warmup,
+        **dict.fromkeys(_MEASURED),
+        "leaked_objects": run.leaks,
+        "lifetime_reports": run.reports,
+        **_outcome(run),
+        **dict.fromkeys(TIMELINE_KEYS),
+    }
+    return {k: row[k] for k in ROW_KEYS}
 
 
 def dumps_rows(rows: Sequence[Mapping[str, object]]) -> str:
@@ -253,6 +373,7 @@ def run_study(
     and listed in :attr:`Study.skipped`.  ``progress(done, total, label)`` is called after
     each run."""
     names = [check_policy(p) for p in (POLICIES if policies is None else policies)]
+    names = list(dict.fromkeys(names))
     if not names:
         raise WorkloadError("no policies to study")
     chosen = _presets(presets)
@@ -276,11 +397,24 @@ def run_study(
                 plan.append((name, spec))
     runs: list[RunRecord] = []
     for i, (name, spec) in enumerate(plan):
-        run = run_spec(spec, name, teardown=True)
-        runs.append(RunRecord(name, spec, run.steady, len(run.leaks), len(run.reports)))
+        runs.append(record(name, spec))
         if progress is not None:
             progress(i + 1, len(plan), f"{name} {spec.case}")
     return Study(tuple(runs), chosen, rates, tuple(skipped))
+
+
+def record(policy: str, spec: WorkloadSpec) -> RunRecord:
+    """Run ``spec`` under ``policy`` to the end or to its first refused frame, tear it down
+    and keep the outcome: a failure is a result (its status, frame, errno and finding)."""
+    try:
+        run = run_spec(spec, policy, teardown=True, tolerate=True)
+    except WorkloadError:
+        raise
+    except GpuvmError as exc:
+        if isinstance(exc, UnknownPolicy):
+            raise
+        return RunRecord.refused_setup(policy, spec, exc)
+    return RunRecord.of(run)
 
 
 def _presets(

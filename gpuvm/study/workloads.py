@@ -24,26 +24,32 @@ The model is clock-free: a :class:`WorkloadRun` holds counts, and presets price 
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping
 from typing import Final
 
 import attrs
 
-from gpuvm.core.errors import InvalidValue
+from gpuvm.core.errors import GpuvmError, InvalidValue, NoMemory, NoSpace, UseAfterFree
 from gpuvm.core.events import FrameEnd
 from gpuvm.drm.device import Device
 from gpuvm.drm.dmabuf import FdTable
 from gpuvm.drm.file import BindMap, BindUnmap, DrmFile
 from gpuvm.drm.kms import Framebuffer, Plane
-from gpuvm.drm.policies import POLICIES, TeardownPolicy
+from gpuvm.drm.modes import FLAVOURS
+from gpuvm.drm.policies import PolicyArg, UnknownPolicy, policy_ref
+from gpuvm.observe.checker import LifetimeChecker
 from gpuvm.observe.costs import CostCounters, Counts, Resolution, resolution
 
 __all__ = [
     "CONSUMERS",
     "PAGEFLIP_PATTERNS",
+    "PAGE_SIZES",
     "REIMPORT_PATTERNS",
     "REIMPORT_SOURCES",
     "SOURCES",
+    "STATUSES",
+    "Failure",
     "UnknownPolicy",
     "WorkloadError",
     "WorkloadRun",
@@ -54,7 +60,14 @@ __all__ = [
     "run_spec",
 ]
 
-PolicyArg = str | TeardownPolicy | type[TeardownPolicy]
+PAGE_SIZES: Final[Mapping[str, int]] = {"4K": 4096, "64K": 65536, "2M": 2 << 20}
+"""The GPU page sizes a workload may run with (the VMs' page-table granule)."""
+
+STATUSES: Final = ("ok", "exhausted", "refused", "leaked", "use-after-free")
+"""How a run ended: ``ok``; ``exhausted`` (a VM's window or memory ran out: ``-ENOSPC`` /
+``-ENOMEM`` at some frame); ``refused`` (another ioctl was refused); ``leaked`` (the run
+finished but teardown left objects alive); ``use-after-free`` (refused as one, or reported
+by the device).  A run that is not ``ok`` is a finding, never a cheap result."""
 
 SOURCES: Final[Mapping[str, str]] = {
     "swapchain": "the compositor's own swapchain (it keeps its GBM buffers and handles)",
@@ -92,17 +105,11 @@ class WorkloadError(InvalidValue):
     """A workload parameter that is not valid (``-EINVAL``)."""
 
 
-class UnknownPolicy(WorkloadError):
-    """A teardown policy name that is not in :data:`~gpuvm.drm.policies.POLICIES`."""
-
-
 def check_policy(policy: PolicyArg) -> str:
-    """The name of ``policy``; an unknown name raises :class:`UnknownPolicy`."""
-    if isinstance(policy, str):
-        if policy not in POLICIES:
-            raise UnknownPolicy(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
-        return policy
-    return policy.name
+    """The reference of ``policy`` (a built-in or entry-point name, else ``module:Class``:
+    :func:`~gpuvm.drm.policies.policy_ref`); one that does not resolve raises
+    :class:`~gpuvm.drm.policies.UnknownPolicy`."""
+    return policy_ref(policy)
 
 
 def _check_int(name: str, value: object, low: int) -> int:
@@ -131,7 +138,11 @@ class WorkloadSpec:
     ``consumer`` take the names of :data:`SOURCES` / :data:`PAGEFLIP_PATTERNS` (pageflip,
     consumer ``"kms"``) or :data:`REIMPORT_SOURCES` / :data:`REIMPORT_PATTERNS` /
     :data:`CONSUMERS` (reimport).  ``swapchain_depth`` is the buffers per layer (reimport:
-    buffers imported per frame).  ``warmup`` frames are left out of the steady state."""
+    buffers imported per frame).  ``warmup`` frames are left out of the steady state.
+    ``page_size`` is the device's GPU page size (:data:`PAGE_SIZES`), ``flavour`` the driver
+    flavour of the device under study, ``seed`` the buffer order: 0 cycles the swapchain
+    round-robin (FIFO); another seed draws each frame's buffer at random among those not on
+    screen (a mailbox-like presenter; a re-import shuffles its imports)."""
 
     workload: str
     source: str
@@ -143,6 +154,9 @@ class WorkloadSpec:
     swapchain_depth: int
     frames: int
     warmup: int
+    page_size: int = 4096
+    flavour: str = "msm"
+    seed: int = 0
 
     @property
     def case(self) -> str:
@@ -160,6 +174,13 @@ class WorkloadSpec:
         _check_int("swapchain_depth", self.swapchain_depth, 1)
         _check_int("frames", self.frames, 1)
         _check_int("warmup", self.warmup, 0)
+        _check_int("seed", self.seed, 0)
+        if self.page_size not in PAGE_SIZES.values():
+            raise WorkloadError(
+                f"page_size must be one of {', '.join(PAGE_SIZES)} "
+                f"({', '.join(str(v) for v in PAGE_SIZES.values())}), got {self.page_size!r}"
+            )
+        _check_choice("flavour", self.flavour, FLAVOURS)  # type: ignore[arg-type]
         if self.warmup >= self.frames:
             raise WorkloadError(
                 f"frames ({self.frames}) must exceed the {self.warmup} warm-up frames"
@@ -182,12 +203,36 @@ class WorkloadSpec:
             raise WorkloadError(f"unknown workload {self.workload!r}; known: pageflip, reimport")
 
 
+@attrs.frozen(slots=True)
+class Failure:
+    """Why a run stopped early: its :data:`STATUSES` entry, the frame it happened at
+    (None: while setting up), the kernel errno (name) and the error's one line."""
+
+    status: str
+    frame: int | None
+    errno: str
+    error: str
+
+    @classmethod
+    def of(cls, exc: GpuvmError, frame: int | None) -> Failure:
+        if isinstance(exc, NoSpace | NoMemory):
+            status = "exhausted"
+        elif isinstance(exc, UseAfterFree):
+            status = "use-after-free"
+        else:
+            status = "refused"
+        line = str(exc.args[0] if exc.args else exc).splitlines()[0]
+        return cls(status, frame, exc.errno_name, f"{type(exc).__name__}: {line}")
+
+
 @attrs.define(slots=True, eq=False)
 class WorkloadRun:
     """The outcome of one workload under one policy: its ``WorkloadSpec``, the device (closed if the
     run was torn down) and its counters, the steady-state counts (``steady.frames`` frames
     after warm-up), and, after a teardown, the device's leak report and lifetime reports
-    (use-after-free)."""
+    (use-after-free).  With ``tolerate``, a refused frame stops the run and is kept as
+    :attr:`failure` (the counts then cover the frames before it); :attr:`finding` is the
+    lifetime checker's first finding at teardown."""
 
     spec: WorkloadSpec
     policy: str
@@ -198,6 +243,19 @@ class WorkloadRun:
     leaks: list[str] = attrs.field(factory=list)
     reports: list[str] = attrs.field(factory=list)
     torn_down: bool = False
+    failure: Failure | None = None
+    finding: str = ""
+
+    @property
+    def status(self) -> str:
+        """One of :data:`STATUSES`: the failure's, else what teardown found."""
+        if self.failure is not None:
+            return self.failure.status
+        if any("use-after-free" in r for r in self.reports):
+            return "use-after-free"
+        if self.leaks:
+            return "leaked"
+        return "ok"
 
     def per_flip(self) -> dict[str, float]:
         """Steady-state counts per frame (a frame flips every layer once)."""
@@ -225,17 +283,28 @@ def _run(
     *,
     teardown: bool,
     check: bool,
+    tolerate: bool = False,
 ) -> WorkloadRun:
     bus = device.bus
     start = len(counters.frames)
+    failure: Failure | None = None
+    done = spec.frames
     for i in range(spec.frames):
-        frame(i)
+        try:
+            frame(i)
+        except GpuvmError as exc:
+            if not tolerate:
+                raise
+            failure = Failure.of(exc, i)
+            done = i
+            break
         if check:
             device.check_invariants()
         bus.emit(FrameEnd(i))
-    steady = counters.frames_sum(start + spec.warmup, start + spec.frames)
-    warm = counters.frames_sum(start, start + spec.warmup)
-    run = WorkloadRun(spec, policy, device, counters, steady, warm)
+    warm_end = min(spec.warmup, done)
+    steady = counters.frames_sum(start + warm_end, start + done)
+    warm = counters.frames_sum(start, start + warm_end)
+    run = WorkloadRun(spec, policy, device, counters, steady, warm, failure=failure)
     if teardown:
         _teardown(run, extra)
     return run
@@ -255,12 +324,32 @@ def _teardown(run: WorkloadRun, extra: list[Device]) -> None:
             dev.close()
     run.reports = list(run.device.reports)
     run.torn_down = True
+    if run.leaks or run.reports:
+        found = LifetimeChecker().after_teardown(run.device)
+        if found:
+            run.finding = str(found[0]).splitlines()[0]
+        else:
+            run.finding = (run.reports or run.leaks)[0].splitlines()[0]
+
+
+def _order(n: int, frames: int, seed: int) -> list[int]:
+    """The buffer shown at each frame: round-robin for seed 0, else a seeded draw among the
+    buffers not on screen."""
+    if seed == 0 or n == 1:
+        return [i % n for i in range(frames)]
+    rng = random.Random(seed)
+    out: list[int] = []
+    cur = -1
+    for _ in range(frames):
+        cur = rng.choice([k for k in range(n) if k != cur])
+        out.append(cur)
+    return out
 
 
 def _make(
-    policy: PolicyArg, counters: CostCounters | None, **kw: object
+    policy: PolicyArg, counters: CostCounters | None, flavour: str = "msm", **kw: object
 ) -> tuple[Device, CostCounters]:
-    device = Device("msm", policy, **kw)  # type: ignore[arg-type]
+    device = Device(flavour, policy, **kw)  # type: ignore[arg-type]
     if counters is None:
         counters = CostCounters(device.bus)
     else:
@@ -285,6 +374,10 @@ def pageflip(
     warmup: int | None = None,
     teardown: bool = False,
     check: bool = False,
+    page_size: int = 4096,
+    flavour: str = "msm",
+    seed: int = 0,
+    tolerate: bool = False,
 ) -> WorkloadRun:
     """A compositor flipping ``layers`` planes for ``frames`` frames on an msm device with
     ``policy``: each plane cycles through ``swapchain_depth`` buffers of ``resolution``
@@ -295,7 +388,9 @@ def pageflip(
     ``"recreate"``); see :data:`SOURCES` and :data:`PAGEFLIP_PATTERNS`.  ``counters``
     (attached to the new device's bus) default to fresh ones; ``teardown`` closes everything
     afterwards and fills the run's leak report; ``check`` runs the device's invariants
-    every frame.  Bad parameters raise :class:`WorkloadError` before anything runs."""
+    every frame; ``page_size``, ``flavour`` and ``seed`` as in :class:`WorkloadSpec`;
+    ``tolerate`` keeps a refused frame as the run's :attr:`~WorkloadRun.failure` instead of
+    raising.  Bad parameters raise :class:`WorkloadError` before anything runs."""
     if pattern is None:
         pattern = "own" if source == "swapchain" else "weston"
     res = _resolution_name(resolution)
@@ -310,14 +405,18 @@ def pageflip(
         swapchain_depth,
         frames,
         swapchain_depth + 1 if warmup is None else warmup,
+        page_size,
+        flavour,
+        seed,
     )
     spec.validate()
     name = check_policy(policy)
     size = _size(resolution)
-    device, counters = _make(policy, counters, planes=layers)
+    device, counters = _make(policy, counters, flavour, planes=layers, page_size=page_size)
     comp = device.open(name="compositor")
     extra: list[Device] = []
     n = swapchain_depth
+    order = _order(n, frames, seed)
     planes: list[Plane] = list(device.planes)
     frame: Callable[[int], None]
 
@@ -326,7 +425,7 @@ def pageflip(
 
         def frame(i: int) -> None:
             for plane, chain in zip(planes, fbs, strict=True):
-                comp.page_flip(plane, chain[i % n])
+                comp.page_flip(plane, chain[order[i]])
 
     else:
         # Each layer's buffers reach the compositor as fds in its process.
@@ -349,7 +448,7 @@ def pageflip(
 
             def frame(i: int) -> None:
                 for k, plane in enumerate(planes):
-                    h = comp.prime_fd_to_handle(fds[k][i % n])
+                    h = comp.prime_fd_to_handle(fds[k][order[i]])
                     fb = comp.add_fb(h)
                     comp.gem_close(h)
                     comp.page_flip(plane, fb)
@@ -372,16 +471,26 @@ def pageflip(
 
                 def frame(i: int) -> None:
                     for k, plane in enumerate(planes):
-                        comp.prime_fd_to_handle(fds[k][i % n])  # cache hit: same handle
-                        comp.page_flip(plane, fbs[k][i % n])
+                        comp.prime_fd_to_handle(fds[k][order[i]])  # cache hit: same handle
+                        comp.page_flip(plane, fbs[k][order[i]])
 
             else:
 
                 def frame(i: int) -> None:
                     for plane, chain in zip(planes, fbs, strict=True):
-                        comp.page_flip(plane, chain[i % n])
+                        comp.page_flip(plane, chain[order[i]])
 
-    return _run(spec, name, device, counters, frame, extra, teardown=teardown, check=check)
+    return _run(
+        spec,
+        name,
+        device,
+        counters,
+        frame,
+        extra,
+        teardown=teardown,
+        check=check,
+        tolerate=tolerate,
+    )
 
 
 # --- reimport ------------------------------------------------------------------------------
@@ -401,6 +510,10 @@ def reimport(
     warmup: int | None = None,
     teardown: bool = False,
     check: bool = False,
+    page_size: int = 4096,
+    flavour: str = "msm",
+    seed: int = 0,
+    tolerate: bool = False,
 ) -> WorkloadRun:
     """A GPU consumer on an msm device with ``policy`` texturing from ``buffers`` imported
     buffers in its own context VM: every frame it calls ``PRIME_FD_TO_HANDLE`` on each fd,
@@ -421,12 +534,18 @@ def reimport(
         buffers,
         frames,
         2 if warmup is None else warmup,
+        page_size,
+        flavour,
+        seed,
     )
     spec.validate()
     name = check_policy(policy)
     size = _size(resolution)
-    span = size + (-size % 4096)
-    device, counters = _make(policy, counters, name="gpu", display=False)
+    span = size + (-size % page_size)
+    device, counters = _make(
+        policy, counters, flavour, name="gpu", display=False, page_size=page_size
+    )
+    rng = random.Random(seed) if seed else None
     consumer_file = device.open(name="consumer")
     vm_bind = consumer == "vm_bind"
     if vm_bind:
@@ -448,7 +567,11 @@ def reimport(
     close = pattern == "close_each_frame"
 
     def frame(i: int) -> None:
-        handles = [consumer_file.prime_fd_to_handle(fd) for fd in fds]
+        todo = list(fds)
+        if rng is not None:
+            rng.shuffle(todo)
+        by_fd = {fd: consumer_file.prime_fd_to_handle(fd) for fd in todo}
+        handles = [by_fd[fd] for fd in fds]
         if vm_bind:
             binds = [BindMap(addrs[k], span, h) for k, h in enumerate(handles) if k not in bound]
             if binds:
@@ -465,7 +588,17 @@ def reimport(
             for h in dict.fromkeys(handles):
                 consumer_file.gem_close(h)
 
-    return _run(spec, name, device, counters, frame, extra, teardown=teardown, check=check)
+    return _run(
+        spec,
+        name,
+        device,
+        counters,
+        frame,
+        extra,
+        teardown=teardown,
+        check=check,
+        tolerate=tolerate,
+    )
 
 
 def run_spec(
@@ -475,8 +608,16 @@ def run_spec(
     counters: CostCounters | None = None,
     teardown: bool = False,
     check: bool = False,
+    tolerate: bool = False,
 ) -> WorkloadRun:
-    """Run the workload ``spec`` describes under ``policy``."""
+    """Run the workload ``spec`` describes under ``policy`` (``tolerate``: a refused frame
+    ends the run as its :attr:`~WorkloadRun.failure`)."""
+    common: dict[str, object] = {
+        "page_size": spec.page_size,
+        "flavour": spec.flavour,
+        "seed": spec.seed,
+        "tolerate": tolerate,
+    }
     if spec.workload == "pageflip":
         return pageflip(
             spec.resolution,
@@ -491,6 +632,7 @@ def run_spec(
             warmup=spec.warmup,
             teardown=teardown,
             check=check,
+            **common,  # type: ignore[arg-type]
         )
     if spec.workload == "reimport":
         return reimport(
@@ -506,6 +648,7 @@ def run_spec(
             warmup=spec.warmup,
             teardown=teardown,
             check=check,
+            **common,  # type: ignore[arg-type]
         )
     spec.validate()
     raise AssertionError("unreachable")

@@ -304,6 +304,16 @@ class VmBindMachine(LifetimeMachine):
             self.s.checker.check_attributes(before, vm, exempt)
         return ok
 
+    def _fit(self, f: str, handle: int, n: int, off: int) -> tuple[int, int]:
+        """Pages and page offset of a MAP clamped inside the buffer (VM_BIND refuses a range
+        past the buffer's end, ``vm_bind_job_lookup_ops``), so most binds are accepted."""
+        bo = self.s.obj(f).handles.get(handle)
+        if bo is None:
+            return n, off
+        pages = max(1, bo.size // PAGE)
+        off = min(off, pages - 1)
+        return max(1, min(n, pages - off)), off
+
     @rule(
         target=vas,
         h=handles,
@@ -314,6 +324,7 @@ class VmBindMachine(LifetimeMachine):
     def bind_map(self, h: tuple[str, int], page: int, n: int, off: int) -> Any:
         f, handle = h
         addr = BASE + page * PAGE
+        n, off = self._fit(f, handle, n, off)
         ok = self._bind(f, [["map", addr, n * PAGE, handle, off * PAGE]])
         return (f, addr, n * PAGE) if ok else multiple()
 
@@ -349,6 +360,7 @@ class VmBindMachine(LifetimeMachine):
         for is_map, page, n, off in steps:
             addr = BASE + page * PAGE
             if is_map:
+                n, off = self._fit(f, handle, n, off)
                 ops.append(["map", addr, n * PAGE, handle, off * PAGE])
             else:
                 ops.append(["unmap", addr, n * PAGE])

@@ -88,18 +88,40 @@ RESOLUTIONS: Final[Mapping[str, Resolution]] = MappingProxyType(
 
 _ALIASES: Final = {"2160p": "4k", "uhd": "4k", "fhd": "1080p", "qhd": "1440p"}
 
+MAX_SIDE: Final = 16384
+"""The largest width or height a ``WxH`` resolution may have (msm's DPU limit is lower;
+larger buffers would not fit the 4 GiB KMS window a few times over)."""
+
+
+def _wxh(key: str) -> Resolution | None:
+    w, sep, h = key.partition("x")
+    if not sep or not w.isdigit() or not h.isdigit():
+        return None
+    width, height = int(w), int(h)
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+        raise UnknownResolution(
+            f"resolution {key!r}: width and height must be 1..{MAX_SIDE} pixels"
+        )
+    for r in RESOLUTIONS.values():
+        if (r.width, r.height) == (width, height):
+            return r
+    return Resolution(f"{width}x{height}", width, height)
+
 
 def resolution(name: str | Resolution) -> Resolution:
     """The table entry called ``name`` (case-insensitive; ``2160p``/``uhd``, ``fhd`` and
-    ``qhd`` are aliases); a :class:`Resolution` is returned unchanged.  An unknown name
-    raises :class:`UnknownResolution` listing the known ones."""
+    ``qhd`` are aliases), or ``WIDTHxHEIGHT`` (e.g. ``2560x1080``: an ARGB8888 buffer of that
+    size; a size in the table gets the table's name); a :class:`Resolution` is returned
+    unchanged.  An unknown name raises :class:`UnknownResolution` listing the known ones."""
     if isinstance(name, Resolution):
         return name
     key = name.lower() if isinstance(name, str) else name
     key = _ALIASES.get(key, key) if isinstance(key, str) else key
     if isinstance(key, str) and key in RESOLUTIONS:
         return RESOLUTIONS[key]
+    if isinstance(key, str) and (custom := _wxh(key)) is not None:
+        return custom
     raise UnknownResolution(
         f"unknown resolution {name!r}; known: {', '.join(RESOLUTIONS)} "
-        f"(aliases: {', '.join(sorted(_ALIASES))})"
+        f"(aliases: {', '.join(sorted(_ALIASES))}) or WIDTHxHEIGHT"
     )

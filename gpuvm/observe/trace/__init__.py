@@ -30,6 +30,7 @@ from gpuvm.observe.trace.schema import (
 )
 from gpuvm.observe.trace.schema import OPTIONAL as OPTIONAL
 from gpuvm.observe.trace.session import Session
+from gpuvm.observe.trace.session import event_fields as event_fields
 from gpuvm.observe.trace.session import format_event as format_event
 
 __all__ = [

@@ -6,13 +6,13 @@ recorded refusal (the errno a kernel ioctl such as ``drm_gem_prime_fd_to_handle`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
 
 from gpuvm.core.errors import GpuvmError
-from gpuvm.core.events import Event
+from gpuvm.core.events import Event, EventBus
 from gpuvm.observe.checker import LifetimeChecker
 from gpuvm.observe.trace.schema import _META, TraceError, load
 from gpuvm.observe.trace.session import Session, _Bad
@@ -46,15 +46,19 @@ def replay(
     check: bool = True,
     policies: dict[str, Any] | None = None,
     text_log: bool = False,
+    bus: EventBus | None = None,
+    on_op: Callable[[str], None] | None = None,
 ) -> ReplayResult:
     """Validate ``text`` whole, then replay it into a fresh :class:`Session`.
 
     Each recorded refusal must be refused again with the same errno, each success must
     succeed with the same result; otherwise :class:`TraceError` names the line.  On error
-    the partly replayed model is dropped: nothing escapes but the exception.
+    the partly replayed model is dropped: nothing escapes but the exception.  ``bus``:
+    the session's event bus (to attach cost counters); ``on_op``: called with each op's
+    name after it ran (``gpuvm replay --preset`` closes a frame at each ``frame`` op).
     """
     ops = load(text)
-    s = Session(check=check, policies=policies, text_log=text_log)
+    s = Session(check=check, policies=policies, text_log=text_log, bus=bus)
     for n, op, rec in ops:
         fields = {k: v for k, v in rec.items() if k not in _META}
         want_err = rec.get("error")
@@ -69,6 +73,8 @@ def replay(
                 raise TraceError(
                     n, f"{op} refused with {e.errno_name} on replay, {want_err} when recorded"
                 ) from None
+            if on_op is not None:
+                on_op(op)
             continue
         except _Bad as e:
             raise TraceError(n, f"{op}: {e}") from None
@@ -82,6 +88,8 @@ def replay(
             raise TraceError(
                 n, f"{op} returned {result!r} on replay, {rec['result']!r} when recorded"
             )
+        if on_op is not None:
+            on_op(op)
     return ReplayResult(s, len(ops))
 
 

@@ -40,6 +40,7 @@ OPS: dict[str, dict[str, str]] = {
         "display": "bool",
         "caps": "str?",
         "pci_root": "str?",
+        "kernel": "str?",
     },
     "process": {"id": "+table"},
     "open": {"id": "+file", "device": "@dev", "fds": "@table"},
@@ -90,6 +91,8 @@ OPS: dict[str, dict[str, str]] = {
     "bind": {"vm": "@vm", "reqs": "reqs"},
     "gem_put": {"obj": "@gem"},
     "vm_close": {"vm": "@vm"},
+    # a frame boundary (a vblank of an ingested log): no model effect, replay prices frames
+    "frame": {},
 }
 """Every recordable operation and its fields."""
 

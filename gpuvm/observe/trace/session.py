@@ -56,8 +56,11 @@ class Session:
         self.text: list[str] = []
         """With ``text_log``: each event formatted when it was emitted (objects shown in
         their state at that moment)."""
+        self.fields: list[dict[str, Any]] = []
+        """With ``text_log``: each event as a dict of JSON values (see :func:`event_fields`)."""
         if text_log:
             self.bus.subscribe(lambda e: self.text.append(format_event(e)))
+            self.bus.subscribe(lambda e: self.fields.append(event_fields(e)))
         self.checker = LifetimeChecker(bus=self.bus)
         self.check_every_op = check
         self.lines: list[dict[str, Any]] = []
@@ -171,11 +174,16 @@ class Session:
                 display=r.get("display", True),
                 caps=caps,
                 topology=self.topology if caps is not None else None,
+                kernel=r.get("kernel"),
             )
         except (KeyError, ValueError) as e:
             raise _Bad(f"cannot make device: {e}") from None
+        r["kernel"] = dev.kernel.name  # the trace records the profile the device ran under
         self._define(r["id"], "dev", dev)
         self.checker.watch(dev)
+
+    def _op_frame(self, r: dict[str, Any]) -> None:
+        """A frame boundary: nothing in the model; replay's pricing splits costs here."""
 
     def _op_process(self, r: dict[str, Any]) -> None:
         from gpuvm.drm.dmabuf import FdTable
@@ -408,3 +416,23 @@ def format_event(event: Event) -> str:
     """One line for an event: its type and fields."""
     fields = ", ".join(f"{a.name}={getattr(event, a.name)!r}" for a in attrs.fields(type(event)))
     return f"{event.kind}({fields})"
+
+
+def _json_value(v: object) -> Any:
+    if v is None or isinstance(v, bool | int | float | str):
+        return v
+    if isinstance(v, list | tuple | frozenset | set):
+        items = [_json_value(x) for x in v]
+        return sorted(items, key=repr) if isinstance(v, frozenset | set) else items
+    if isinstance(v, dict):
+        return {str(k): _json_value(x) for k, x in v.items()}
+    return repr(v)
+
+
+def event_fields(event: Event) -> dict[str, Any]:
+    """An event as a dict: ``kind`` and each field as a JSON value (model objects as their
+    repr at emission time)."""
+    out: dict[str, Any] = {"kind": event.kind}
+    for a in attrs.fields(type(event)):
+        out[a.name] = _json_value(getattr(event, a.name))
+    return out

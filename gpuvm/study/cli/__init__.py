@@ -22,6 +22,7 @@ prints it as one line and exits 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -39,9 +40,12 @@ from gpuvm.study.cli.common import (
 )
 from gpuvm.study.cli.dmabuf_cmd import add_dmabuf
 from gpuvm.study.cli.flip_cmd import add_flip
+from gpuvm.study.cli.ingest_cmd import add_ingest
 from gpuvm.study.cli.presets_cmd import add_presets
 from gpuvm.study.cli.replay_cmd import add_replay
 from gpuvm.study.cli.study_cmd import add_study
+from gpuvm.study.cli.timeline_cmd import add_timeline
+from gpuvm.study.cli.vectors_cmd import add_vectors
 
 __all__ = [
     "COMMANDS",
@@ -64,6 +68,9 @@ COMMANDS: list[AddCommand] = [
     add_cases,
     add_dmabuf,
     add_replay,
+    add_ingest,
+    add_vectors,
+    add_timeline,
 ]
 """The subcommands, in help order.  Append ``add_<name>`` here (or :func:`register` it)."""
 
@@ -83,6 +90,7 @@ examples:
   gpuvm cases
   gpuvm dmabuf --scenario S5 --bandwidth 12
   gpuvm replay trace.jsonl          # replay a recorded trace: events + lifetime verdict
+  gpuvm timeline --refresh 144 --layers 2   # dropped frames at vblank (SimPy)
   gpuvm COMMAND --help              # each command's options and examples
 
 Without a command, `gpuvm` prints this help."""
@@ -119,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # module:Class policies from the current directory
     try:
         return int(args.func(args))
     except UsageError as exc:

@@ -119,7 +119,7 @@ def cmd_flip(args: argparse.Namespace) -> int:
                 skipped.append(name)
                 continue
             done = run_spec(spec, name, teardown=True)
-            runs.append(RunRecord(name, spec, done.steady, len(done.leaks), len(done.reports)))
+            runs.append(RunRecord.of(done))
             bar(i + 1, len(policies), name)
     finally:
         bar.close()

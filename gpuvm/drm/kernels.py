@@ -1,0 +1,88 @@
+"""Kernel-version profiles: the behaviours of the driver layer that changed between kernels.
+
+A :class:`~gpuvm.drm.device.Device` runs under one profile (``Device(kernel="6.17")``); the
+driver layer asks the profile, never a version number, whether a behaviour applies.  Three
+profiles are built in:
+
+* ``"msm-pre-6.17"``: msm before the VM_BIND series (no ``MSM_PARAM_EN_VM_BIND``;
+  ``msm_gem_purge`` frees the VMAs and their iovas with ``put_iova_vmas``).
+* ``"6.17"``: the VM_BIND series (``vma_ref``; purge keeps the VMAs; ``lookup_op`` checks
+  alignment but not ``obj_offset + range`` against the buffer's size).
+* ``"mainline"``: the newest tree read for this model: as 6.17, plus the VM_BIND size check
+  in ``vm_bind_job_lookup_ops`` and the GPUVM core API of ``drm_gpuvm_bo_obtain_locked``.
+
+The default is ``"mainline"``, except for the ``legacy_pre_6_17`` policy, which models the
+msm driver before 6.17 and so defaults to ``"msm-pre-6.17"`` (see ``docs/kernel-versions.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+__all__ = ["DEFAULT_KERNEL", "KERNELS", "KernelProfile", "kernel_profile"]
+
+
+@attrs.frozen(slots=True)
+class KernelProfile:
+    """One kernel version's behaviours (each flag names the kernel function it follows)."""
+
+    name: str
+    msm_vm_bind: bool
+    """msm has ``MSM_PARAM_EN_VM_BIND`` and ``VM_BIND`` (the 6.17 series)."""
+    purge_frees_vmas: bool
+    """``msm_gem_purge`` ends with ``put_iova_vmas``: the VMAs and their iovas are freed
+    (before "Don't close VMAs on purge" in the 6.17 series)."""
+    bind_checks_bo_range: bool
+    """``vm_bind_job_lookup_ops`` refuses ``obj_offset + range`` past the buffer's size
+    (``-EINVAL``); not in 6.17's ``lookup_op``."""
+    bo_obtain_locked: bool
+    """The GPUVM core API of the newest tree: ``drm_gpuvm_bo_obtain_locked`` (warns in
+    immediate mode) and a ``drm_gpuvm_bo_obtain_prealloc`` that requires immediate mode and
+    takes the buffer's gpuva lock itself."""
+    summary: str = ""
+
+
+KERNELS: Mapping[str, KernelProfile] = {
+    p.name: p
+    for p in (
+        KernelProfile(
+            "msm-pre-6.17",
+            msm_vm_bind=False,
+            purge_frees_vmas=True,
+            bind_checks_bo_range=False,
+            bo_obtain_locked=False,
+            summary="msm before the VM_BIND series",
+        ),
+        KernelProfile(
+            "6.17",
+            msm_vm_bind=True,
+            purge_frees_vmas=False,
+            bind_checks_bo_range=False,
+            bo_obtain_locked=False,
+            summary="the msm VM_BIND series (vma_ref)",
+        ),
+        KernelProfile(
+            "mainline",
+            msm_vm_bind=True,
+            purge_frees_vmas=False,
+            bind_checks_bo_range=True,
+            bo_obtain_locked=True,
+            summary="the newest tree read (VM_BIND size check, drm_gpuvm_bo_obtain_locked)",
+        ),
+    )
+}
+"""The built-in profiles by name."""
+
+DEFAULT_KERNEL = "mainline"
+
+
+def kernel_profile(kernel: str | KernelProfile) -> KernelProfile:
+    """A profile from a name or a profile (``ValueError`` for an unknown name)."""
+    if isinstance(kernel, KernelProfile):
+        return kernel
+    try:
+        return KERNELS[kernel]
+    except KeyError:
+        raise ValueError(f"unknown kernel {kernel!r}; known: {', '.join(KERNELS)}") from None

@@ -1,0 +1,79 @@
+"""TLB invalidation by granularity: how one unmap of ``size`` bytes is invalidated on a VM
+with a given page size, per page (arm-smmu-v2 TLBIVA), per range (one range operation), or
+as a whole context (TLBIASID), with the size-threshold rule of the arm-smmu change
+"iommu/io-pgtable-arm: Optimize partial walk flush for large scatter-gather list"
+(Sai Prakash Ranjan, June 2021, Message-ID
+<150fc7ab1c7f9b70a95dae1f4bc3b9018c0f9e04.1623981933.git.saiprakash.ranjan@codeaurora.org>):
+above a threshold, flush the whole context instead of page by page.  On QTI SM8150 that
+took a 32 MiB unmap from 1033 us to 52 us."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+
+from gpuvm.observe.timeline.params import TimelineError
+
+__all__ = ["INVALIDATION_KINDS", "PAGE_SIZES", "InvalidationRule", "check_page_size"]
+
+INVALIDATION_KINDS: Final = ("per_page", "range", "context")
+PAGE_SIZES: Final = (4096, 65536, 2 * 1024 * 1024)
+
+
+def check_page_size(page_size: int) -> int:
+    """``page_size`` if it is a power of two >= 4 KiB, else :class:`TimelineError`."""
+    if (
+        not isinstance(page_size, int)
+        or isinstance(page_size, bool)
+        or page_size < 4096
+        or page_size & (page_size - 1)
+    ):
+        raise TimelineError(f"page size must be a power of two >= 4096, got {page_size!r}")
+    return page_size
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class InvalidationRule:
+    """A VM's invalidation kind and prices (us).  ``threshold_bytes`` > 0 switches a
+    per-page or range invalidation to one whole-context flush for unmaps larger than it
+    (arm-smmu's rule; 0: never)."""
+
+    kind: str = "per_page"
+    page_us: float = 2.5
+    range_us: float = 2.0
+    context_us: float = 30.0
+    threshold_bytes: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind not in INVALIDATION_KINDS:
+            raise TimelineError(
+                f"invalidation kind must be one of {', '.join(INVALIDATION_KINDS)}, "
+                f"got {self.kind!r}"
+            )
+        for name in ("page_us", "range_us", "context_us"):
+            if not getattr(self, name) >= 0:
+                raise TimelineError(f"{name} must be >= 0")
+        if self.threshold_bytes < 0:
+            raise TimelineError("threshold_bytes must be >= 0")
+
+    def effective_kind(self, size: int) -> str:
+        """The kind actually used for an unmap of ``size`` bytes."""
+        if self.threshold_bytes and size > self.threshold_bytes:
+            return "context"
+        return self.kind
+
+    def invalidations(self, size: int, page_size: int) -> int:
+        """Hardware invalidation operations for one unmap of ``size`` bytes."""
+        check_page_size(page_size)
+        if self.effective_kind(size) == "per_page":
+            return -(-size // page_size)
+        return 1
+
+    def cost_us(self, size: int, page_size: int) -> float:
+        """Microseconds of invalidation for one unmap of ``size`` bytes."""
+        kind = self.effective_kind(size)
+        n = self.invalidations(size, page_size)
+        return (
+            n * {"per_page": self.page_us, "range": self.range_us, "context": self.context_us}[kind]
+        )
