@@ -71,6 +71,8 @@ def test_s2_at_pcie3() -> None:
 
 def test_s3_no_move_probe_refused_then_self_import() -> None:
     r = s3_no_move_probe()
+    assert r.rfc is not None and "NO_MOVE" in r.rfc  # issue 14: labelled as an RFC
+    assert "[RFC: " in format_result(r).splitlines()[0]
     assert r.errors == (("NO_MOVE import on iGPU", "EINVAL"),) * 3
     assert (r.moves, r.link_bytes, r.maps, r.notifies) == (0, 0, 0, 0)
     assert r.fact("dgpu_self_import") is True
@@ -79,6 +81,7 @@ def test_s3_no_move_probe_refused_then_self_import() -> None:
 
 def test_s4_evicted_buffer_passes_probe_and_stays_in_gtt() -> None:
     r = s4_no_move_after_eviction()
+    assert r.rfc is not None and r.as_dict()["rfc"] == r.rfc
     assert r.fact("placement_before_pressure") == "VRAM"
     assert r.fact("evicted_buffers") == 1
     assert r.fact("no_move_probe_ok") is True
@@ -151,7 +154,8 @@ def test_late_attach() -> None:
     assert r.fact("late_notifies") == 1
     assert r.moves == 1 and r.link_bytes == FRAME_BYTES
     assert r.fact("pinned_domain") == "VRAM"
-    assert r.errors == (("late static attach to a VRAM-pinned buffer", "EBUSY"),)
+    # issue 14: the late attach succeeds, the refusal is at its first map
+    assert r.errors == (("first map of a late static attacher to a VRAM-pinned buffer", "EBUSY"),)
 
 
 def test_run_and_format() -> None:

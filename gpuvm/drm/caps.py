@@ -97,7 +97,9 @@ class ExporterRules:
 
     flavour: str
     dynamic: bool
-    """Implements ``pin``/``unpin``: a dynamic exporter that may move its buffers."""
+    """Implements ``pin``/``unpin``: a dynamic exporter that may move its buffers.  Without
+    them (i915, GEM helpers) ``dma_buf_pin`` does nothing, ``dma_buf_pin_on_map`` never
+    pins and the exporter never calls ``dma_buf_move_notify``."""
     pin_all_p2p: Domain
     """Where ``dma_buf_pin`` freezes the backing when every attachment is p2p."""
     pin_otherwise: Domain
@@ -158,14 +160,14 @@ EXPORTERS: dict[str, ExporterRules] = {
     ),
     "i915": ExporterRules(
         "i915",
-        dynamic=True,
+        dynamic=False,  # i915_dmabuf_ops has no .pin/.unpin: never calls dma_buf_move_notify
         pin_all_p2p=Domain.SYSTEM,
         pin_otherwise=Domain.SYSTEM,
         map_non_p2p=Domain.SYSTEM,
         p2p_keeps_vram=False,
         pins_at_attach=True,
         refuses_non_system=True,
-        notify_from_system=True,
+        notify_from_system=False,
         repromote_while_attached=True,  # [M]
         imported_pin_domains=frozenset({Domain.SYSTEM, Domain.TT}),
         eviction=((Domain.VRAM, (Domain.SYSTEM,)),),
@@ -236,6 +238,10 @@ class DeviceCaps:
     """Shares system memory with the CPU (reads it at DRAM, not PCIe, bandwidth)."""
     exporter: ExporterRules | None = None
     """Exporter behaviour, None if the driver cannot export its buffers usefully."""
+    rfc_no_move: bool = False
+    """The device's kernel carries Simon Ser's NO_MOVE RFC (Oct 2024): PRIME_FD_TO_HANDLE
+    checks ``flags`` and honours ``DRM_PRIME_FD_TO_HANDLE_NO_MOVE``.  Off (mainline):
+    ``drm_prime_fd_to_handle_ioctl`` ignores ``args->flags``.  Results using it are RFC."""
 
     def __attrs_post_init__(self) -> None:
         if not self.scanout_domains <= self.domains:

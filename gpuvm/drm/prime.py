@@ -18,8 +18,10 @@ flags.  When the exporting device has a memory manager and exporter rules
 import on a device with caps attaches with them: dynamic if the importer implements
 ``move_notify`` (then its ``move_notify`` evicts the import's VmBos), static otherwise
 (mapped at import if the driver uses the generic helper); a driver without a foreign-import
-path fails ``-EINVAL``; :data:`DRM_PRIME_FD_TO_HANDLE_NO_MOVE` (the 2024 RFC's import flag)
-fails ``-EINVAL`` if the import would migrate the buffer.
+path fails ``-EINVAL``.  Mainline ``drm_prime_fd_to_handle_ioctl`` ignores
+``args->flags``; only on an importer whose caps set ``rfc_no_move`` (the 2024 RFC) are
+unknown flags ``-EINVAL`` and :data:`DRM_PRIME_FD_TO_HANDLE_NO_MOVE` fails ``-EINVAL`` if
+the import would migrate the buffer.
 """
 
 from __future__ import annotations
@@ -43,12 +45,19 @@ __all__ = [
     "export",
     "fd_to_handle",
     "handle_to_fd",
+    "rfc_no_move",
 ]
 
 DRM_CLOEXEC = 0o2000000
 DRM_RDWR = 0o2
 DRM_PRIME_FD_TO_HANDLE_NO_MOVE = 1 << 0
 """[P] Simon Ser's RFC (Oct 2024): bit 0 of ``drm_prime_handle.flags`` on import."""
+
+
+def rfc_no_move(device: object) -> bool:
+    """Whether ``device``'s kernel carries the NO_MOVE RFC (``caps.rfc_no_move``)."""
+    caps = getattr(device, "caps", None)
+    return bool(caps is not None and caps.rfc_no_move)
 
 
 def prime_cache_holder(file: DrmFile) -> Holder:
@@ -115,12 +124,18 @@ def handle_to_fd(file: DrmFile, handle: int, flags: int = 0) -> int:
 
 
 def fd_to_handle(file: DrmFile, fd: int, flags: int = 0) -> int:
-    """``PRIME_FD_TO_HANDLE``: cache hit, self-import or foreign import.  ``flags`` may
-    hold :data:`DRM_PRIME_FD_TO_HANDLE_NO_MOVE` (self-imports and cache hits never move)."""
+    """``PRIME_FD_TO_HANDLE``: cache hit, self-import or foreign import.  Mainline
+    (``drm_prime_fd_to_handle_ioctl``) never reads ``flags`` beyond the uAPI struct's u32;
+    under the NO_MOVE RFC (:func:`rfc_no_move`) they may hold
+    :data:`DRM_PRIME_FD_TO_HANDLE_NO_MOVE` (self-imports and cache hits never move) and
+    nothing else."""
     check_fd("fd", fd)
     check_u32("flags", flags)
-    if flags & ~DRM_PRIME_FD_TO_HANDLE_NO_MOVE:
-        raise InvalidValue(f"PRIME_FD_TO_HANDLE flags {flags:#x}")
+    rfc = rfc_no_move(file.device)
+    if not rfc:
+        flags = 0
+    elif flags & ~DRM_PRIME_FD_TO_HANDLE_NO_MOVE:
+        raise InvalidValue(f"PRIME_FD_TO_HANDLE flags {flags:#x} (NO_MOVE RFC)")
     d = file.fds.get(fd)
     d.check_alive("import")
     cached = file.prime_cache.get(d)

@@ -137,7 +137,9 @@ class Attachment:
     ``ops`` is None for a static importer.  ``mappings`` counts live mappings; after a
     ``move_notify`` they are ``stale`` until the importer re-maps.  ``pins`` counts the
     importer's ``dma_buf_pin`` calls, ``map_pins`` the pins its static mappings hold,
-    ``attach_pins`` the exporter's pin taken at attach (i915, GEM helpers).  ``maps``,
+    ``attach_pins`` the exporter's pin taken at attach (i915, GEM helpers); ``unnotified``
+    the old resource a live mapping still points at after a move nobody was told about.
+    ``maps``,
     ``unmaps`` and ``notifies`` are running totals for studies.  ``bo`` is the importer's
     buffer around this attachment (set by PRIME import)."""
 
@@ -158,6 +160,11 @@ class Attachment:
     maps: int = attrs.field(default=0, init=False)
     unmaps: int = attrs.field(default=0, init=False)
     notifies: int = attrs.field(default=0, init=False)
+    unnotified: Resource | None = attrs.field(default=None, init=False)
+    """Set when the exporter moved the backing away from this live mapping without calling
+    ``move_notify`` (the exporter's ``obj->dma_buf`` was already cleared by
+    ``drm_gem_object_exported_dma_buf_free``): the importer still DMAs to this old
+    resource.  Cleared when the importer maps again or drops its last mapping."""
 
     def __repr__(self) -> str:
         kind = "dynamic" if self.dynamic else "static"
@@ -186,6 +193,7 @@ class Attachment:
             self.maps,
             self.unmaps,
             self.notifies,
+            self.unnotified,
         )
 
 

@@ -10,6 +10,7 @@ call leaves the dma-buf unchanged.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
@@ -145,6 +146,20 @@ class DmaBuf:
         for hook in list(self.release_hooks):
             hook(self)
         self.bus.emit(Freed(self))
+
+    # --- llseek -------------------------------------------------------------------------
+
+    def llseek(self, offset: int, whence: int) -> int:
+        """``dma_buf_llseek``: the size query userspace makes with ``lseek(fd, 0,
+        SEEK_END)`` (returns the size; ``SEEK_SET`` returns 0).  Any other ``whence`` or a
+        non-zero ``offset`` is ``-EINVAL``.  Nothing changes (the model keeps no file
+        position)."""
+        self.check_alive("llseek")
+        if whence not in (os.SEEK_SET, os.SEEK_END):
+            raise InvalidValue(f"dma_buf_llseek of {self!r}: whence {whence}")
+        if offset != 0:
+            raise InvalidValue(f"dma_buf_llseek of {self!r}: offset {offset} (only 0)")
+        return self.size if whence == os.SEEK_END else 0
 
     # --- placement helpers ---------------------------------------------------------------
 
@@ -335,10 +350,11 @@ class DmaBuf:
         With placement and ``caps``: ``peer2peer`` is ``ops.allow_peer2peer`` cleared when
         the topology has no p2p path; xe/i915 refuse a non-p2p attach of a buffer that
         cannot live in system memory (``-EOPNOTSUPP``); i915 and GEM helpers migrate and
-        pin at attach; a late attacher that cannot reach an immovable backing fails
-        ``-EBUSY``; ``no_move`` (the NO_MOVE RFC) fails ``-EINVAL`` if the attach or its
-        first map would migrate.  ``map_now`` maps once right away (a static helper
-        import).  All checks come first: a refused attach leaves nothing behind.
+        pin at attach; a late attacher that cannot reach an immovable backing attaches
+        (its first map fails ``-EBUSY``, unless ``map_now`` maps it here); ``no_move``
+        (the NO_MOVE RFC) fails ``-EINVAL`` if the attach or its first map would migrate.
+        ``map_now`` maps once right away (a static helper import).  All checks come
+        first: a refused attach leaves nothing behind.
         """
         self.check_alive("attach")
         if ops is not None and ops.move_notify is None:
@@ -366,14 +382,9 @@ class DmaBuf:
                 f"{rules.flavour} exporter: {caps.name} is not p2p and {self!r} cannot "
                 "live in system memory"
             )
-        res = b.resource
-        if res is not None and not self.reaches(view, res):
-            why = self._immovable()
-            if why is not None:
-                raise BackingConflict(
-                    f"late attach of {caps.name} to {self!r}: backing {res} is out of its "
-                    f"reach and {why}"
-                )
+        # A late attacher out of reach of an immovable backing is not refused here:
+        # amdgpu_dma_buf_attach / xe_dma_buf_attach only settle peer2peer (and xe's
+        # migratability); the failure, if any, is -EBUSY at its first map.
         plans: list[_Plan] = []
         if rules.pins_at_attach:
             where = self._pin_place(views)
@@ -451,6 +462,7 @@ class DmaBuf:
         att.maps += 1
         att.mapped_resource = res
         att.stale = False
+        att.unnotified = None
         if self.bus.route[AttachmentMapped]:
             self.bus.emit(AttachmentMapped(att, res.domain.name, self.size, att.peer2peer))
         return res
@@ -470,6 +482,7 @@ class DmaBuf:
         if att.mappings == 0:
             att.mapped_resource = None
             att.stale = False
+            att.unnotified = None
         if self.bus.route[AttachmentUnmapped]:
             self.bus.emit(AttachmentUnmapped(att, self.size, stale))
 
@@ -480,6 +493,16 @@ class DmaBuf:
         view = att.view
         if self.sharing is not None and view is not None and att.dynamic:
             self._plan_map(view, self._views())  # refuse before dropping the old mapping
+        elif self.sharing is not None and view is not None and att.map_pins:
+            # a pinned static mapping can only be re-made in place: a late attacher out of
+            # reach would need a move its own pin forbids (refused before anything changes)
+            res = self.backing.resource
+            views = self._views()
+            if res is None or not all(self.reaches(v, res) for v in views):
+                raise BackingConflict(
+                    f"remap of {att!r}: pinned backing {res} is out of reach of a later "
+                    "attacher; unmap first"
+                )
         if att.mappings:
             self.unmap(att)
         return self.map(att)
@@ -489,12 +512,13 @@ class DmaBuf:
     def pin(self, att: Attachment) -> None:
         """``dma_buf_pin`` by a dynamic importer: freeze the backing where every current
         attachment reaches it (amdgpu: VRAM if all are p2p, else GTT).  ``-EINVAL`` for a
-        static attachment or a buffer already pinned elsewhere."""
+        static attachment or a buffer already pinned elsewhere.  An exporter without
+        ``.pin`` (i915) is only counted: ``dma_buf_pin`` calls nothing."""
         self._check_att(att, "pin")
         if not att.dynamic:
             raise InvalidValue(f"dma_buf_pin by static {att!r}")
-        if self.sharing is None:
-            att.pins += 1
+        if self.sharing is None or not self._rules.dynamic:
+            att.pins += 1  # an exporter without .pin (i915): dma_buf_pin does nothing
             return
         where = self._pin_place(self._views())
         self._mem.pin(self.priv, where)
@@ -506,7 +530,7 @@ class DmaBuf:
         if att.pins <= 0:
             raise NotPinned(f"dma_buf_unpin of {att!r}, which holds no pin")
         att.pins -= 1
-        if self.sharing is not None:
+        if self.sharing is not None and self._rules.dynamic:
             self._mem.unpin(self.priv)
 
     # --- exporter side -------------------------------------------------------------------
@@ -531,10 +555,23 @@ class DmaBuf:
         else:
             self._mem.validate(self.priv, b.allowed)
 
+    @property
+    def exported(self) -> bool:
+        """Whether the exporter's buffer still points at this dma-buf (``obj->dma_buf``).
+        ``drm_gem_object_exported_dma_buf_free`` clears that pointer when the exporter's
+        last GEM handle closes, and the TTM exporters (``amdgpu_bo_move_notify``,
+        ``xe_bo_move_notify``) reach their importers only through it.  A buffer without
+        that field (a bare :class:`~gpuvm.core.gem.GemObject`) counts as exported."""
+        return getattr(self.priv, "dma_buf", self) is self
+
     def _on_move(self, b: Backing, old: Resource | None, new: Resource | None) -> None:
-        """The exporter's move callback (``amdgpu_bo_move_notify`` ->
-        ``dma_buf_move_notify``): before the backing leaves a non-SYSTEM domain (any domain
-        for xe/i915), every dynamic importer's ``move_notify`` runs."""
+        """The exporter's move callback (``amdgpu_bo_move_notify`` /
+        ``xe_bo_move_notify`` -> ``dma_buf_move_notify``): before the backing leaves a
+        non-SYSTEM domain (any domain for xe), every dynamic importer's ``move_notify``
+        runs.  Only exporters with ``pin``/``unpin`` call it (i915 never does), and only
+        while ``obj->dma_buf`` still points here (:attr:`exported`): after the exporter's
+        last handle closed, a dynamic importer's live mapping is left pointing at the old
+        backing (:attr:`Attachment.unnotified`, reported by the lifetime checker)."""
         if b.obj is not self.priv or self.released:
             return
         self.moves += 1
@@ -542,9 +579,14 @@ class DmaBuf:
             self.violations.append(f"{self!r} moved while pinned: {old} -> {new}")
         if old is None:
             return
-        notify = old.domain != Domain.SYSTEM or self._rules.notify_from_system
+        rules = self._rules
+        notify = rules.dynamic and (old.domain != Domain.SYSTEM or rules.notify_from_system)
+        exported = self.exported
         for att in list(self.attachments):
-            if att.dynamic and notify:
+            if att.dynamic and notify and not exported:
+                if att.mappings and not att.stale and att.unnotified is None:
+                    att.unnotified = att.mapped_resource
+            elif att.dynamic and notify:
                 att.notifies += 1
                 if att.mappings:
                     att.stale = True
@@ -555,6 +597,11 @@ class DmaBuf:
                     att.ops.move_notify(att)
             elif att.mappings and not att.stale:
                 self.violations.append(f"{att!r} mapped across a move without move_notify")
+
+    def stale_mappings(self) -> list[Attachment]:
+        """Attachments whose live mapping points at a backing the exporter moved without
+        ``move_notify`` (see :meth:`_on_move`): the importer's DMA hits freed memory."""
+        return [a for a in self.attachments if a.unnotified is not None and a.mappings]
 
     # --- state and invariants ------------------------------------------------------------
 
@@ -570,10 +617,11 @@ class DmaBuf:
 
     def check_invariants(self) -> None:
         """Nothing attached after release; attachments consistent;
-        pinned backing never moved, and reached by every attachment while a pin is held
-        through the dma-buf (the exporter's own pins, e.g. scanout, may leave a dynamic
-        attachment out of reach: its map fails ``-EBUSY``); static mappings of a
-        dynamic exporter hold pins; no live (non-stale) mapping points at an old backing;
+        pinned backing never moved, and reached by every mapped attachment while a pin is
+        held through the dma-buf (a late attacher, or a dynamic one under the exporter's
+        own pin such as scanout, may be out of reach: its map fails ``-EBUSY``); static
+        mappings of a dynamic exporter hold pins; no live (non-stale) mapping points at an
+        old backing unless the kernel moved it unnotified (:meth:`stale_mappings`, a finding);
         non-p2p attachments map only system memory."""
         if self.released:
             if self.attachments or self.refs.total:
@@ -599,7 +647,10 @@ class DmaBuf:
         if self._on_move not in self._mem.on_move:
             raise AssertionError(f"{self!r}: move callback not registered")
         b = self.backing
-        held = sum(a.pins + a.map_pins + a.attach_pins for a in self.attachments)
+        importer_pins = self._rules.dynamic  # dma_buf_pin is a no-op without .pin
+        held = sum(
+            (a.pins if importer_pins else 0) + a.map_pins + a.attach_pins for a in self.attachments
+        )
         if b.pin_count < held:
             raise AssertionError(f"{self!r}: pin_count {b.pin_count} < attachment pins {held}")
         res = b.resource
@@ -607,14 +658,15 @@ class DmaBuf:
             v = a.view
             if self._rules.dynamic and not a.dynamic and a.map_pins != a.mappings:
                 raise AssertionError(f"{a!r}: static mappings {a.mappings} hold {a.map_pins} pins")
-            if held and v is not None and not self.reaches(v, res):
-                raise AssertionError(f"{a!r} cannot reach pinned backing {res}")
-            if a.usable and a.mapped_resource != res:
+            if held and v is not None and a.mappings and not self.reaches(v, res):
+                raise AssertionError(f"{a!r} maps but cannot reach pinned backing {res}")
+            live = a.usable and a.unnotified is None
+            if live and a.mapped_resource != res:
                 raise AssertionError(
                     f"{a!r}: live mapping of {a.mapped_resource}, backing is {res} "
                     "(moved without move_notify)"
                 )
-            if a.usable and not a.peer2peer and res is not None and res.domain == Domain.VRAM:
+            if live and not a.peer2peer and res is not None and res.domain == Domain.VRAM:
                 raise AssertionError(f"{a!r}: non-p2p attachment mapped VRAM")
-            if a.usable and res is not None and not self._mappable(res):
+            if live and res is not None and not self._mappable(res):
                 raise AssertionError(f"{a!r}: mapped {res} that {self._rules.flavour} never maps")

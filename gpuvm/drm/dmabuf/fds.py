@@ -62,6 +62,12 @@ class FdTable:
             raise BadFd(f"fd {fd} is not open in {self.name}")
         return d
 
+    def lseek(self, fd: int, offset: int, whence: int) -> int:
+        """``lseek`` on a dma-buf fd (``dma_buf_llseek``): ``(0, SEEK_END)`` gives the
+        size; ``-EBADF`` if not open, ``-EINVAL`` for anything but offset 0 with
+        ``SEEK_SET`` / ``SEEK_END``."""
+        return self.get(fd).llseek(offset, whence)
+
     def dup(self, fd: int) -> int:
         """``dup``: another fd for the same dma-buf."""
         return self.install(self.get(fd))

@@ -315,6 +315,15 @@ class LifetimeChecker:
         a pinned backing moved, a mapping left across a move without ``move_notify``)."""
         for message in d.violations:
             self.report("dma-buf", f"{describe(d)}: {message}")
+        for att in d.stale_mappings() if hasattr(d, "stale_mappings") else ():
+            self.report(
+                "stale-mapping",
+                f"{describe(d)}: importer {att.importer!r} still maps {att.unnotified}, but "
+                f"the exporter moved the buffer to {d.backing.resource} without move_notify "
+                "(obj->dma_buf was cleared when the exporter's last handle closed: "
+                "drm_gem_object_exported_dma_buf_free)",
+                key=f"stale-mapping {id(att)} {att.unnotified}",
+            )
 
     def _tally_holder_dead(self, h: object, bo: Any, dev: Any) -> str | None:
         from gpuvm.drm.dmabuf import DmaBuf

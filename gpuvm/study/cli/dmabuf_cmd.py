@@ -24,7 +24,9 @@ def add_dmabuf(sub: SubParsers) -> None:
             "system-memory buffer; L: late attachers) and prints migrations, bytes over "
             "the link and their milliseconds at the given bandwidth, pins, attachment "
             "maps/unmaps, move_notify calls, page-table writes, refused calls with their "
-            "errno, and per-frame steady-state numbers at 60 Hz."
+            "errno, and per-frame steady-state numbers at 60 Hz.  S3 and S4 run a kernel "
+            "carrying the NO_MOVE import RFC (mainline ignores PRIME_FD_TO_HANDLE flags) "
+            'and are labelled [RFC: ...]; the JSON gives it as "rfc".'
         ),
     )
     p.add_argument(

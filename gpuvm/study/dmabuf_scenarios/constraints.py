@@ -66,7 +66,8 @@ def l_late_attach(gbps: float = DEFAULT_GBPS) -> ScenarioResult:
     allocates where both reach (GTT): 0 copies; (b) the iGPU attaches late while only the
     dynamic p2p importer has mapped VRAM: its map moves the buffer to GTT (one copy, one
     move_notify, the p2p importer re-maps); (c) the p2p importer pinned it in VRAM: the
-    late attach fails ``-EBUSY`` and changes nothing."""
+    late attach succeeds (``amdgpu_dma_buf_attach`` only clears ``peer2peer``) and its
+    first map fails ``-EBUSY``, changing nothing."""
     w = _World(gbps)
     dgpu = w.device(amdgpu_dgpu("dgpu"), root="pci0", switch="sw0")
     dgpu2 = amdgpu_dgpu("dgpu2")
@@ -109,20 +110,23 @@ def l_late_attach(gbps: float = DEFAULT_GBPS) -> ScenarioResult:
     b.map(bi)
     b.remap(b2)
     moved = b.backing.domain
-    # (c) pinned by the p2p importer: EBUSY
+    # (c) pinned by the p2p importer: the attach succeeds (amdgpu_dma_buf_attach only
+    # clears peer2peer), the first map fails EBUSY (amdgpu_dma_buf_map: pinned, not GTT)
     c = deferred("pinned")
     c2 = c.attach("dgpu2", dgpu2, p2p_ops)
     c.map(c2)
     c.pin(c2)
+    ci = c.attach("igpu", igpu)
     before = (mem.snapshot(), c.state())
     try:
-        c.attach("igpu", igpu)
+        c.map(ci)
     except GpuvmError as e:
         if (mem.snapshot(), c.state()) != before:
-            raise AssertionError("refused late attach changed the model") from e
-        w.errors.append(("late static attach to a VRAM-pinned buffer", e.errno_name))
+            raise AssertionError("refused map changed the model") from e
+        what = "first map of a late static attacher to a VRAM-pinned buffer"
+        w.errors.append((what, e.errno_name))
     else:
-        raise AssertionError("late attach to a pinned buffer was accepted")
+        raise AssertionError("map of a pinned buffer out of reach was accepted")
     res = w.result(
         "L",
         "attach-time placement constraints and late attachers",

@@ -3,7 +3,10 @@ buffer, and the NO_MOVE import RFC probed and after an eviction)."""
 
 from __future__ import annotations
 
+import attrs
+
 from gpuvm.drm.caps import (
+    DeviceCaps,
     amdgpu_dgpu,
     i915_igpu,
 )
@@ -102,14 +105,24 @@ def s2_plain_igpu_import(gbps: float = DEFAULT_GBPS) -> ScenarioResult:
 
 # --- S3 ----------------------------------------------------------------------------------
 
+NO_MOVE_RFC = "NO_MOVE import flag (Simon Ser, dri-devel, Oct 2024), not in mainline"
+"""The label of every result that uses the NO_MOVE RFC (mainline
+``drm_prime_fd_to_handle_ioctl`` ignores ``args->flags``)."""
+
+
+def _rfc(caps: DeviceCaps) -> DeviceCaps:
+    """``caps`` on a kernel carrying the NO_MOVE RFC."""
+    return attrs.evolve(caps, rfc_no_move=True)
+
 
 def s3_no_move_probe(gbps: float = DEFAULT_GBPS) -> ScenarioResult:
-    """S2 with the NO_MOVE probe: the iGPU import would migrate, so it fails ``-EINVAL``
-    leaving no attachment, pin or migration; the compositor then tries the dGPU, where
-    the self-import succeeds: S1."""
+    """RFC: S2 with the NO_MOVE probe, on kernels carrying the NO_MOVE RFC: the iGPU import
+    would migrate, so it fails ``-EINVAL`` leaving no attachment, pin or migration; the
+    compositor then tries the dGPU, where the self-import succeeds: S1.  (On mainline the
+    flag is ignored and the iGPU import is S2.)"""
     w = _World(gbps)
-    dgpu = w.device(amdgpu_dgpu("dgpu"), root="pci0")
-    igpu = w.device(i915_igpu("igpu"))
+    dgpu = w.device(_rfc(amdgpu_dgpu("dgpu")), root="pci0")
+    igpu = w.device(_rfc(i915_igpu("igpu")))
     client = dgpu.open(name="client")
     comp_i, comp_d = igpu.open(name="compositor-igpu"), dgpu.open(name="compositor-dgpu")
     hs = _swapchain(client)
@@ -125,6 +138,7 @@ def s3_no_move_probe(gbps: float = DEFAULT_GBPS) -> ScenarioResult:
         "S3",
         "NO_MOVE probe: iGPU refused, dGPU self-import",
         facts=(("dgpu_self_import", same), ("igpu_attachments", 0)),
+        rfc=NO_MOVE_RFC,
     )
 
 
@@ -132,14 +146,15 @@ def s3_no_move_probe(gbps: float = DEFAULT_GBPS) -> ScenarioResult:
 
 
 def s4_no_move_after_eviction(gbps: float = DEFAULT_GBPS) -> ScenarioResult:
-    """S3, but VRAM pressure (a game using 7.9 GiB in 64 MiB buffers, then one more)
+    """RFC (NO_MOVE, as S3): S3, but VRAM pressure
+    (a game using 7.9 GiB in 64 MiB buffers, then one more)
     evicted the least recently used swapchain buffer to GTT before the probe: NO_MOVE
     sees the current placement, so the iGPU import passes and its first use pins the
     buffer in GTT; when the pressure ends it stays there (S2's steady state, the copy
     paid by the eviction: Michel Dänzer's objection 1)."""
     w = _World(gbps)
-    dgpu = w.device(amdgpu_dgpu("dgpu"), root="pci0")
-    igpu = w.device(i915_igpu("igpu"))
+    dgpu = w.device(_rfc(amdgpu_dgpu("dgpu")), root="pci0")
+    igpu = w.device(_rfc(i915_igpu("igpu")))
     client, game = dgpu.open(name="client"), dgpu.open(name="game")
     comp = igpu.open(name="compositor")
     hs = _swapchain(client)
@@ -179,4 +194,5 @@ def s4_no_move_after_eviction(gbps: float = DEFAULT_GBPS) -> ScenarioResult:
             ("query_current_ok", query.current_ok),
             ("final_domain", d.backing.domain.name if d.backing.domain else None),
         ),
+        rfc=NO_MOVE_RFC,
     )

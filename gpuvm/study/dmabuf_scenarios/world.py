@@ -81,6 +81,9 @@ class ScenarioResult:
     frame_link_bytes: float
     frame_pte: float
     facts: tuple[tuple[str, object], ...] = ()
+    rfc: str | None = None
+    """Set when the scenario relies on an RFC that mainline does not carry (S3, S4: the
+    NO_MOVE import flag); its numbers describe that RFC, not a stock kernel."""
 
     def fact(self, name: str) -> object:
         for k, v in self.facts:
@@ -201,6 +204,7 @@ class _World:
         frame_mark: tuple[int, int, int] | None = None,
         extra_copy_bytes: int = 0,
         facts: tuple[tuple[str, object], ...] = (),
+        rfc: str | None = None,
     ) -> ScenarioResult:
         self.check()
         m = self.meter
@@ -244,6 +248,7 @@ class _World:
             frame_link_bytes=flink_total,
             frame_pte=fpte,
             facts=facts,
+            rfc=rfc,
         )
 
 
@@ -311,7 +316,8 @@ def _swapchain(client: DrmFile, n: int = 3) -> list[int]:
 
 def format_result(r: ScenarioResult) -> str:
     """A scenario's numbers as a few lines of text (the CLI's output)."""
-    lines = [f"{r.key}: {r.title}  [link {r.gbps:g} GB/s]"]
+    rfc = f"  [RFC: {r.rfc}]" if r.rfc else ""
+    lines = [f"{r.key}: {r.title}  [link {r.gbps:g} GB/s]{rfc}"]
     lines.append(
         f"  migrations {r.moves}, {r.link_bytes:,} B over the link "
         f"({r.link_bytes / MIB:.1f} MiB) = {r.migration_ms:.2f} ms"
