@@ -18,6 +18,7 @@ from gpuvm.core.gem import GemObject
 from gpuvm.core.ops import MapRequest
 from gpuvm.core.vm import GpuVm
 from gpuvm.study.cases import CASES, MULTI_VA, describe_op, run_case
+from gpuvm.study.vectors_vmbo import c_rows, vm_bo_vectors
 
 __all__ = ["VA_RANGE", "random_script", "to_c", "to_jsonl", "vectors"]
 
@@ -55,7 +56,12 @@ def random_script(seed: int, index: int, commands: int = 8) -> dict[str, Any]:
         vm.check_invariants()
         cmd["layout"] = _layout(vm, names)
         cmds.append(cmd)
-    return {"vector": f"random-{seed}-{index}", "va_range": VA_RANGE, "commands": cmds}
+    return {
+        "vector": f"random-{seed}-{index}",
+        "kind": "split-merge",
+        "va_range": VA_RANGE,
+        "commands": cmds,
+    }
 
 
 def _case_vector(number: int | str, case: Any) -> dict[str, Any]:
@@ -76,14 +82,22 @@ def _case_vector(number: int | str, case: Any) -> dict[str, Any]:
             "layout": [list(x) for x in run.result],
         }
     )
-    return {"vector": f"doc-case-{number}", "va_range": 1 << 16, "commands": cmds}
+    return {
+        "vector": f"doc-case-{number}",
+        "kind": "split-merge",
+        "va_range": 1 << 16,
+        "commands": cmds,
+    }
 
 
-def vectors(seed: int, random_scripts: int = 16) -> list[dict[str, Any]]:
-    """The documented cases (and the multi-VA example) then ``random_scripts`` scripts."""
+def vectors(seed: int, random_scripts: int = 16, vm_bo_scripts: int = 8) -> list[dict[str, Any]]:
+    """The documented cases (and the multi-VA example), ``random_scripts`` split/merge
+    scripts, then the VmBo sequences and ``vm_bo_scripts`` random VmBo scripts
+    (:mod:`gpuvm.study.vectors_vmbo`).  Each vector's ``kind`` says which."""
     out = [_case_vector(c.number, c) for c in CASES]
     out.append(_case_vector("multi-va", MULTI_VA))
     out += [random_script(seed, i) for i in range(random_scripts)]
+    out += vm_bo_vectors(seed, vm_bo_scripts)
     return out
 
 
@@ -97,8 +111,10 @@ def _c_str(s: str) -> str:
 
 
 def to_c(vecs: list[dict[str, Any]], seed: int) -> str:
-    """A C table (``struct gpuvm_vector_cmd`` rows) a KUnit test includes: each command with
-    its expected ops and layout as strings in the case-table notation."""
+    """A C header a KUnit test includes: ``gpuvm_vectors[]`` (``struct gpuvm_vector_cmd``
+    rows: each split/merge command with its expected ops and layout as strings in the
+    case-table notation), then ``gpuvm_vm_bo_vectors[]`` (``struct gpuvm_vm_bo_vector_cmd``
+    rows: each VmBo command with its result and the state after it)."""
     lines = [
         f"/* gpuvm-model conformance vectors, seed {seed}: generated, do not edit. */",
         "/* struct gpuvm_vector_cmd { const char *vector; const char *cmd; const char *obj;",
@@ -106,6 +122,8 @@ def to_c(vecs: list[dict[str, Any]], seed: int) -> str:
         "static const struct gpuvm_vector_cmd gpuvm_vectors[] = {",
     ]
     for v in vecs:
+        if v.get("kind", "split-merge") != "split-merge":
+            continue
         for c in v["commands"]:
             layout = " ".join(f"{n}[{s},{e})@{o}" for n, s, e, o in c.get("layout", []))
             lines.append(
@@ -114,5 +132,15 @@ def to_c(vecs: list[dict[str, Any]], seed: int) -> str:
                 f"{_c_str('; '.join(c['ops']))}, "
                 f"{_c_str(layout) if 'layout' in c else 'NULL'} }},"
             )
+    lines.append("};")
+    lines += [
+        "",
+        "/* struct gpuvm_vm_bo_vector_cmd { const char *vector; const char *flags;",
+        " *     const char *cmd; const char *obj; u64 addr, end, offset; const char *result;",
+        " *     const char *vm_bos; const char *extobj; const char *evict;",
+        " *     const char *deferred; const char *gems; const char *layout; }; */",
+        "static const struct gpuvm_vm_bo_vector_cmd gpuvm_vm_bo_vectors[] = {",
+    ]
+    lines += c_rows([v for v in vecs if v.get("kind") == "vm_bo"], _c_str)
     lines.append("};")
     return "\n".join(lines) + "\n"
