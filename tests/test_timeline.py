@@ -200,3 +200,23 @@ def test_cli_json_and_charts(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out = json.loads(capsys.readouterr().out)
     assert out["metrics"]["dropped_frames_per_s"] == 0.0
     assert (tmp_path / "t.png").stat().st_size > 1000
+
+
+def test_study_without_simpy_skips_the_timeline_and_says_how_to_install(tmp_path: Path) -> None:
+    """The design study is the main job of a plain install: without SimPy it still writes
+    its report, with the timeline section saying what to install and empty timeline fields."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['simpy'] = None\n"
+        "from gpuvm.study.cli import main\n"
+        f"sys.exit(main(['study', '--frames', '8', '--no-charts', '--out', {str(tmp_path)!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    report = (tmp_path / "report.md").read_text()
+    assert "pip install 'gpuvm-model[timeline]'" in report
+    rows = json.loads((tmp_path / "study.json").read_text())["rows"]
+    assert rows and all(r["dropped_frames_per_s"] is None for r in rows)

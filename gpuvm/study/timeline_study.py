@@ -131,8 +131,17 @@ def headline_rows(
 def timeline_markdown(rows: list[dict[str, object]] | None = None) -> list[str]:
     """The report's timeline section: the headline table (eager vs vma_ref at 144 Hz with
     two planes under each headline preset) and the study's own pageflip rows."""
-    head = headline_rows() if rows is None else rows
     out = ["## Dropped frames at vblank (timeline)", ""]
+    try:
+        import simpy  # noqa: F401
+    except ImportError:
+        return [
+            *out,
+            "Skipped: the timeline needs SimPy (`pip install 'gpuvm-model[timeline]'`); the "
+            "rows' timeline fields are empty.",
+            "",
+        ]
+    head = headline_rows() if rows is None else rows
     eager = [r for r in head if r["policy"] == "gpuvm_eager" and r["preset"] == "msm-kms"]
     ref = [r for r in head if r["policy"] == "gpuvm_vma_ref" and r["preset"] == "msm-kms"]
     if eager and ref:
