@@ -182,3 +182,11 @@ def test_report_charts(study: Study, tmp_path: Path) -> None:
     for p in files.charts:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({p.name})" in files.markdown.read_text()
+
+
+def test_every_builtin_preset_has_its_own_chart_colour() -> None:
+    from gpuvm.observe.costs import builtin_presets
+    from gpuvm.study.report import colour_of
+
+    names = sorted(builtin_presets())
+    assert len({colour_of(n) for n in names}) == len(names)

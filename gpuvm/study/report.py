@@ -331,7 +331,18 @@ def _glossary() -> list[str]:
 # --- charts -------------------------------------------------------------------------------
 
 
-_PRESET_ORDER: Final = ("default", "intel-tlb", "msm-kms", "msm-thread", "per-process-flush")
+_PRESET_ORDER: Final = (
+    "default",
+    "intel-tlb",
+    "msm-kms",
+    "msm-thread",
+    "per-process-flush",
+    "sm8150-smmu-before",
+    "sm8150-smmu-after",
+    "vtd",
+    "nvidia-cuda-vmm-h200",
+)
+"""The built-in presets, each with its own tab10 colour (user presets get a hashed one)."""
 
 
 def colour_of(name: str, known: Sequence[str] = _PRESET_ORDER) -> str:
@@ -343,7 +354,7 @@ def colour_of(name: str, known: Sequence[str] = _PRESET_ORDER) -> str:
     ]  # fmt: skip
     if name in known:
         return tab10[known.index(name)]
-    return tab10[(zlib.crc32(name.encode()) % 5) + 5]
+    return tab10[zlib.crc32(name.encode()) % len(tab10)]
 
 
 def _setting(row: Row) -> str:
