@@ -94,6 +94,23 @@ def test_cli_user_policy_serial_and_workers_2_same_rows(
         assert len(list(csv.DictReader(f))) == len(a)
 
 
+def test_cli_scheduler_submits_to_a_running_cluster_same_rows(
+    tmp_path: Path, cluster: DaskExecutor
+) -> None:
+    """``--scheduler ADDRESS``: the sweep runs on a cluster someone else started, with the
+    same rows as in-process."""
+    address = cluster.client.scheduler.address
+    args = ["study", "--policy", "gpuvm_eager", "--preset", "msm-kms", "--frames", "10",
+            "--workload", "pageflip", "--no-charts"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "serial")]) == 0
+    assert main([*args, "--out", str(tmp_path / "remote"), "--scheduler", address]) == 0
+    a = list(read_rows(tmp_path / "serial" / "study.json"))
+    b = list(read_rows(tmp_path / "remote" / "study.json"))
+    assert a == b and a
+    prov = json.loads((tmp_path / "remote" / "study.json").read_text())["provenance"]
+    assert address in json.dumps(prov)
+
+
 def test_exhaustion_is_a_row_and_a_report_section(tmp_path: Path) -> None:
     out = tmp_path / "r"
     code = main(["study", "--policy", "gpuvm_legacy_trigger", "--preset", "msm-kms",
