@@ -190,3 +190,18 @@ def test_every_builtin_preset_has_its_own_chart_colour() -> None:
 
     names = sorted(builtin_presets())
     assert len({colour_of(n) for n in names}) == len(names)
+
+
+def test_a_run_refused_at_set_up_is_a_row_with_every_key() -> None:
+    """A run whose set-up was refused has no steady frame to price: its row still has every
+    key (the kernel profile included), the failure's status and errno, and no costs."""
+    from gpuvm.core.errors import NoSpace
+    from gpuvm.study.runner import RunRecord, price
+
+    spec = default_workloads(frames=8)[0]
+    rec = RunRecord.refused_setup("gpuvm_eager", spec, NoSpace("no hole in gpu0.kms"))
+    row = price(rec, get_preset("msm-kms"), 60.0)
+    assert list(row) == list(ROW_KEYS)
+    assert row["status"] == "exhausted" and row["errno"] == "ENOSPC"
+    assert row["frames"] == 0 and row["ms_per_flip"] is None
+    assert row["kernel"] == "mainline"

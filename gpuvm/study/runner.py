@@ -203,20 +203,7 @@ def price(run: RunRecord, preset: CostPreset, refresh_hz: float) -> dict[str, ob
     per = steady.per_frame()
     cost = preset.breakdown(steady).per_frame(steady.frames)
     row: dict[str, object] = {
-        "policy": run.policy,
-        "workload": spec.workload,
-        "case": spec.case,
-        "source": spec.source,
-        "pattern": spec.pattern,
-        "consumer": spec.consumer,
-        "preset": preset.name,
-        "resolution": spec.resolution,
-        "refresh_hz": _r(refresh_hz),
-        "layers": spec.layers,
-        "swapchain_depth": spec.swapchain_depth,
-        "page_size": spec.page_size,
-        "flavour": spec.flavour,
-        "seed": spec.seed,
+        **_identity(run, preset, refresh_hz),
         "frames": steady.frames,
         "warmup_frames": spec.warmup,
         "maps_per_flip": _r(per["map_ops"]),
@@ -233,10 +220,7 @@ def price(run: RunRecord, preset: CostPreset, refresh_hz: float) -> dict[str, ob
         "ioctl_ms": _r(cost.ioctl_ms),
         "ms_per_flip": _r(cost.total_ms),
         "frame_budget_pct": _r(budget_pct(cost.total_ms, refresh_hz)),
-        "leaked_objects": run.leaks,
-        "lifetime_reports": run.reports,
         **_outcome(run),
-        "kernel": run.kernel,
     }
     if spec.workload == "pageflip":
         row.update(timeline_fields(row))
@@ -245,13 +229,38 @@ def price(run: RunRecord, preset: CostPreset, refresh_hz: float) -> dict[str, ob
     return row
 
 
-def _outcome(run: RunRecord) -> dict[str, object]:
+def _identity(run: RunRecord, preset: CostPreset, refresh_hz: float) -> dict[str, object]:
+    """The keys that say which point of the sweep a row is."""
+    spec = run.spec
     return {
+        "policy": run.policy,
+        "workload": spec.workload,
+        "case": spec.case,
+        "source": spec.source,
+        "pattern": spec.pattern,
+        "consumer": spec.consumer,
+        "preset": preset.name,
+        "resolution": spec.resolution,
+        "refresh_hz": _r(refresh_hz),
+        "layers": spec.layers,
+        "swapchain_depth": spec.swapchain_depth,
+        "page_size": spec.page_size,
+        "flavour": spec.flavour,
+        "seed": spec.seed,
+    }
+
+
+def _outcome(run: RunRecord) -> dict[str, object]:
+    """How the run ended: teardown findings, status, failure, kernel profile."""
+    return {
+        "leaked_objects": run.leaks,
+        "lifetime_reports": run.reports,
         "status": run.status,
         "failed_at_frame": run.failed_at_frame,
         "errno": run.errno,
         "error": run.error,
         "finding": run.finding,
+        "kernel": run.kernel,
     }
 
 
@@ -277,25 +286,10 @@ def _unmeasured(run: RunRecord, preset: CostPreset, refresh_hz: float) -> dict[s
     """The row of a run that stopped before a single steady frame: nothing to price."""
     spec = run.spec
     row: dict[str, object] = {
-        "policy": run.policy,
-        "workload": spec.workload,
-        "case": spec.case,
-        "source": spec.source,
-        "pattern": spec.pattern,
-        "consumer": spec.consumer,
-        "preset": preset.name,
-        "resolution": spec.resolution,
-        "refresh_hz": _r(refresh_hz),
-        "layers": spec.layers,
-        "swapchain_depth": spec.swapchain_depth,
-        "page_size": spec.page_size,
-        "flavour": spec.flavour,
-        "seed": spec.seed,
+        **_identity(run, preset, refresh_hz),
         "frames": 0,
         "warmup_frames": spec.warmup,
         **dict.fromkeys(_MEASURED),
-        "leaked_objects": run.leaks,
-        "lifetime_reports": run.reports,
         **_outcome(run),
         **dict.fromkeys(TIMELINE_KEYS),
     }
