@@ -61,6 +61,24 @@ DEFAULT_FRAMES: Final = 120
 """Frames per workload run (warm-up included): enough for a steady state, a few seconds for
 the whole default study."""
 
+_MEASURED: Final = (
+    "maps_per_flip",
+    "unmaps_per_flip",
+    "tlb_invalidations_per_flip",
+    "pages_mapped_per_flip",
+    "pages_unmapped_per_flip",
+    "vmas_created_per_flip",
+    "vmas_destroyed_per_flip",
+    "ioctls_per_flip",
+    "map_ms",
+    "unmap_ms",
+    "tlb_ms",
+    "ioctl_ms",
+    "ms_per_flip",
+    "frame_budget_pct",
+)
+"""The priced keys: None in the row of a run with no steady frame."""
+
 ROW_KEYS: Final = (
     "policy",
     "workload",
@@ -78,20 +96,7 @@ ROW_KEYS: Final = (
     "seed",
     "frames",
     "warmup_frames",
-    "maps_per_flip",
-    "unmaps_per_flip",
-    "tlb_invalidations_per_flip",
-    "pages_mapped_per_flip",
-    "pages_unmapped_per_flip",
-    "vmas_created_per_flip",
-    "vmas_destroyed_per_flip",
-    "ioctls_per_flip",
-    "map_ms",
-    "unmap_ms",
-    "tlb_ms",
-    "ioctl_ms",
-    "ms_per_flip",
-    "frame_budget_pct",
+    *_MEASURED,
     "leaked_objects",
     "lifetime_reports",
     "status",
@@ -263,23 +268,6 @@ def _outcome(run: RunRecord) -> dict[str, object]:
         "kernel": run.kernel,
     }
 
-
-_MEASURED: Final = (
-    "maps_per_flip",
-    "unmaps_per_flip",
-    "tlb_invalidations_per_flip",
-    "pages_mapped_per_flip",
-    "pages_unmapped_per_flip",
-    "vmas_created_per_flip",
-    "vmas_destroyed_per_flip",
-    "ioctls_per_flip",
-    "map_ms",
-    "unmap_ms",
-    "tlb_ms",
-    "ioctl_ms",
-    "ms_per_flip",
-    "frame_budget_pct",
-)
 
 
 def _unmeasured(run: RunRecord, preset: CostPreset, refresh_hz: float) -> dict[str, object]:
