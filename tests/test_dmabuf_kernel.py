@@ -7,13 +7,12 @@ from __future__ import annotations
 import errno as E
 
 import pytest
+from test_dmabuf_sharing import SIZE, devices
 
 from gpuvm.core.errors import BackingConflict, GpuvmError
 from gpuvm.core.gem import GemObject
 from gpuvm.drm.caps import (
     EXPORTERS,
-    DeviceCaps,
-    Topology,
     amdgpu_dgpu,
     i915_igpu,
     soc_display,
@@ -25,18 +24,7 @@ from gpuvm.drm.file import DrmFile
 from gpuvm.drm.placement import Domain, MemoryManager, Place
 from gpuvm.observe.checker import LifetimeChecker
 
-SIZE = 8 << 20
 XE = xe_igpu("igpu")
-
-
-def devices(importer: DeviceCaps) -> tuple[Device, Device, DrmFile, DrmFile, int]:
-    topo = Topology()
-    dgpu = Device("nouveau", name="dgpu", display=False, caps=amdgpu_dgpu("dgpu"), topology=topo)
-    topo.add(amdgpu_dgpu("dgpu"), root="pci0")
-    other = Device("nouveau", name=importer.name, display=False, caps=importer, topology=topo)
-    client, comp = dgpu.open(name="client"), other.open(name="comp")
-    h = client.create_bo(SIZE)
-    return dgpu, other, client, comp, h
 
 
 def dynamic_import() -> tuple[Device, Device, DrmFile, DrmFile, int, Attachment]:
