@@ -4,7 +4,8 @@ amdgpu, msm, dma-buf and ``drm_vblank_event`` tracepoints) into a model trace; s
 """
 
 from gpuvm.study.ingest.parsed import IngestError, ParsedEvent, ParsedLog, parse_log
-from gpuvm.study.ingest.rebuild import DEFAULT_POLICY, Reconstruction, reconstruct
+from gpuvm.study.ingest.rebuild import DEFAULT_POLICY, reconstruct
+from gpuvm.study.ingest.result import Reconstruction
 
 __all__ = [
     "DEFAULT_POLICY",

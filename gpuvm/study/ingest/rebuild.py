@@ -41,15 +41,7 @@ from gpuvm.study.ingest.formats import EVENTS
 from gpuvm.study.ingest.parsed import IngestError, ParsedEvent, ParsedLog, parse_log
 from gpuvm.study.ingest.result import Reconstruction
 
-__all__ = [
-    "DEFAULT_POLICY",
-    "IngestError",
-    "ParsedEvent",
-    "ParsedLog",
-    "Reconstruction",
-    "parse_log",
-    "reconstruct",
-]
+__all__ = ["DEFAULT_POLICY", "reconstruct"]
 
 DEFAULT_POLICY = "gpuvm_vma_ref"
 PAGE = 4096
@@ -168,6 +160,19 @@ class _Builder:
             pid = e.line.tgid if e.line.tgid is not None else e.line.pid
             return ("amdgpu", "amdgpu", f"pid{pid}")
         return None
+
+    def _known_key(self, e: ParsedEvent) -> tuple[str, ...]:
+        """The VM key of an event that always names one (the xe VMA and amdgpu VA events
+        the handlers below are registered for)."""
+        key = self._vm_key(e)
+        if key is None:
+            raise AssertionError(f"{e.name} names no VM")
+        return key
+
+    def _live_vm(self, e: ParsedEvent) -> _Vm | None:
+        """The VM an event maps into, created on first sight; None if that VM is skipped."""
+        vm = self.vm(self._known_key(e), e.line.line)
+        return None if vm.skip else vm
 
     def _extent(self, e: ParsedEvent) -> tuple[int, int] | None:
         f = e.fields
@@ -303,10 +308,8 @@ class _Builder:
 
     def _on_xe_vma_bind(self, e: ParsedEvent) -> None:
         f = e.fields
-        key = self._vm_key(e)
-        assert key is not None
-        vm = self.vm(key, e.line.line)
-        if vm.skip:
+        vm = self._live_vm(e)
+        if vm is None:
             return
         if f["vma"] in self.vmas:
             if e.name == "xe_vma_pf_bind":
@@ -433,10 +436,8 @@ class _Builder:
 
     def _on_amdgpu_vm_bo_map(self, e: ParsedEvent) -> None:
         f = e.fields
-        key = self._vm_key(e)
-        assert key is not None
-        vm = self.vm(key, e.line.line)
-        if vm.skip:
+        vm = self._live_vm(e)
+        if vm is None:
             return
         if (vm.file, f["bo"]) not in self.buffers and any(
             name == f["bo"] for _, name in self.buffers
@@ -456,9 +457,7 @@ class _Builder:
 
     def _on_amdgpu_vm_bo_unmap(self, e: ParsedEvent) -> None:
         f = e.fields
-        key = self._vm_key(e)
-        assert key is not None
-        vm = self.vms.get(key)
+        vm = self.vms.get(self._known_key(e))
         addr = f["start"] * AMDGPU_GPU_PAGE
         m = None if vm is None else vm.mappings.pop(addr + vm.shift, None)
         if m is None:
@@ -467,9 +466,7 @@ class _Builder:
         self.unbind(m)
 
     def _on_amdgpu_vm_bo_update(self, e: ParsedEvent) -> None:
-        key = self._vm_key(e)
-        assert key is not None
-        vm = self.vms.get(key)
+        vm = self.vms.get(self._known_key(e))
         m = None if vm is None else vm.mappings.get(e.fields["soffs"] * AMDGPU_GPU_PAGE + vm.shift)
         if m is not None and vm is not None and self.buffers[(vm.file, m.buffer)].evicted:
             self.rebind(vm)
