@@ -269,7 +269,6 @@ def _outcome(run: RunRecord) -> dict[str, object]:
     }
 
 
-
 def _unmeasured(run: RunRecord, preset: CostPreset, refresh_hz: float) -> dict[str, object]:
     """The row of a run that stopped before a single steady frame: nothing to price."""
     spec = run.spec
