@@ -320,3 +320,18 @@ def test_refused_dmabuf_ops_change_nothing() -> None:
             s.do(op, **fields)
         assert info.value.errno is not None, op
         assert snapshot(*devs) == before, op
+
+
+def test_trace_and_ingest_errors_are_library_errors_with_einval() -> None:
+    """A malformed trace or log is refused with the library's base error (EINVAL), so one
+    ``except GpuvmError`` catches every refusal; the message stays the line and reason."""
+    import errno
+
+    from gpuvm.core.errors import GpuvmError
+    from gpuvm.observe.trace import TraceError
+    from gpuvm.study.ingest import IngestError
+
+    e = TraceError(3, "unknown op 'x'")
+    assert isinstance(e, GpuvmError) and e.errno == errno.EINVAL
+    assert str(e) == "line 3: unknown op 'x'"
+    assert issubclass(IngestError, GpuvmError)

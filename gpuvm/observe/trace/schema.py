@@ -12,6 +12,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from gpuvm.core.errors import GpuvmError
+
 __all__ = [
     "CAPS_PRESETS",
     "FORMAT",
@@ -129,13 +131,16 @@ called with the device id as its name."""
 _PREFIX = {"dev": "d", "table": "p", "file": "f", "fb": "fb", "job": "j", "vm": "v", "gem": "g"}
 
 
-class TraceError(Exception):
-    """A malformed or inconsistent trace: ``line`` (1-based) and ``reason``."""
+class TraceError(GpuvmError):
+    """A malformed or inconsistent trace: ``line`` (1-based) and ``reason`` (``-EINVAL``;
+    its text is the line and reason alone, as the CLI prints it)."""
 
     def __init__(self, line: int, reason: str) -> None:
         super().__init__(f"line {line}: {reason}")
         self.line = line
         self.reason = reason
+
+    __str__ = Exception.__str__
 
 
 def _bounds() -> dict[tuple[str, str], tuple[int, int]]:

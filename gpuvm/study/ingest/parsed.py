@@ -10,18 +10,21 @@ from typing import Any
 
 import attrs
 
+from gpuvm.core.errors import GpuvmError
 from gpuvm.study.ingest.formats import PayloadError, parse_payload
 from gpuvm.study.ingest.lines import LineProblem, TraceLine, read_lines
 
 __all__ = ["IngestError", "ParsedEvent", "ParsedLog", "parse_log"]
 
 
-class IngestError(Exception):
-    """A log that cannot be ingested: every problem, one per line."""
+class IngestError(GpuvmError):
+    """A log that cannot be ingested (``-EINVAL``): every problem, one per line."""
 
     def __init__(self, problems: list[LineProblem]) -> None:
         super().__init__("; ".join(str(p) for p in problems))
         self.problems = problems
+
+    __str__ = Exception.__str__
 
 
 @attrs.frozen(slots=True)
