@@ -15,6 +15,16 @@ from typing import Any, Final
 
 import attrs
 
+from gpuvm.study.digest import (
+    HEATMAP_PRESETS as HEATMAP_PRESETS,
+)
+from gpuvm.study.digest import (
+    CellKey,
+    GroupKey,
+    ReportDigest,
+    listed,
+    summary_table,
+)
 from gpuvm.study.runner import Study, dumps_rows
 from gpuvm.study.timeline_study import timeline_markdown
 from gpuvm.study.workloads import CONSUMERS, PAGEFLIP_PATTERNS, REIMPORT_PATTERNS, SOURCES
@@ -26,9 +36,6 @@ Row = Mapping[str, Any]
 HEADLINE_CASE = "pageflip/swapchain/own"
 """The case the msm question is about: a compositor flipping its own swapchain."""
 
-HEATMAP_PRESETS = ("msm-thread", "msm-kms")
-"""Presets that get a heatmap (when the study priced them); else the first preset."""
-
 
 @attrs.frozen(slots=True)
 class ReportFiles:
@@ -38,17 +45,6 @@ class ReportFiles:
     json: Path
     charts: tuple[Path, ...]
     charts_skipped: str | None
-
-
-def _group_key(row: Row) -> tuple[str, int, float]:
-    return (str(row["resolution"]), int(row["layers"]), float(row["refresh_hz"]))
-
-
-def _groups(rows: Sequence[Row]) -> dict[tuple[str, int, float], list[Row]]:
-    out: dict[tuple[str, int, float], list[Row]] = {}
-    for row in rows:
-        out.setdefault(_group_key(row), []).append(row)
-    return out
 
 
 def _num(x: float | None) -> str:
@@ -86,25 +82,29 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def _index(rows: Sequence[Row]) -> dict[tuple[str, str, str], Row]:
-    return {(str(r["case"]), str(r["policy"]), str(r["preset"])): r for r in rows}
-
-
 def _chart_name(kind: str, key: tuple[str, int, float], multi: bool, extra: str = "") -> str:
     suffix = f"_{key[0]}_{key[1]}l_{key[2]:g}hz" if multi else ""
     return f"{kind}{'_' + extra if extra else ''}{suffix}.png"
 
 
-def render_markdown(study: Study, rows: Sequence[Row], charts: Mapping[str, str]) -> str:
-    """The report text.  ``charts`` maps a chart's role (``headline:<group>`` or
-    ``heatmap:<group>:<preset>``) to its file name; roles without a chart are left out."""
-    policies = study.policies
-    presets = [p.name for p in study.presets]
-    cases = study.cases
-    groups = _groups(rows)
-    multi = len(groups) > 1
+def _digest(study: Study | ReportDigest, rows: Sequence[Row] | None) -> ReportDigest:
+    return study if isinstance(study, ReportDigest) else ReportDigest.of_study(study, rows)
+
+
+def render_markdown(
+    study: Study | ReportDigest, rows: Sequence[Row] | None, charts: Mapping[str, str]
+) -> str:
+    """The report text, from a :class:`~gpuvm.study.digest.ReportDigest` (a streamed sweep;
+    ``rows`` unused) or a study and its rows (``study.rows()`` when None).  ``charts`` maps
+    a chart's role (``headline:<group>`` or ``heatmap:<group>:<preset>``) to its file name;
+    roles without a chart are left out."""
+    d = _digest(study, rows)
+    policies = d.policies
+    presets = [p.name for p in d.presets]
+    cases = d.cases
+    multi = d.multi
     out: list[str] = ["# GPU VA lifetime design study", ""]
-    first = study.runs[0] if study.runs else None
+    first = d.first_run
     out += [
         "Every teardown policy x every workload, each run once through the model with cost "
         "counters on the device's event bus; the steady-state counts (warm-up frames "
@@ -113,7 +113,7 @@ def render_markdown(study: Study, rows: Sequence[Row], charts: Mapping[str, str]
         "",
         f"* Policies: {', '.join(f'`{p}`' for p in policies)}",
         f"* Presets: {', '.join(f'`{p}`' for p in presets)}",
-        f"* Refresh rates: {', '.join(_hz(h) for h in study.refresh_rates)}",
+        f"* Refresh rates: {', '.join(_hz(h) for h in d.refresh_rates)}",
     ]
     if first is not None:
         out.append(
@@ -126,9 +126,8 @@ def render_markdown(study: Study, rows: Sequence[Row], charts: Mapping[str, str]
         "ADDFB2/RMFB, in most presets).",
         "",
     ]
-    for key, grows in groups.items():
+    for key, idx in d.groups.items():
         res, layers, hz = key
-        idx = _index(grows)
         gcases = [c for c in cases if any(k[0] == c for k in idx)]
         flips = any(c.startswith("pageflip/") for c in gcases)
         title = (
@@ -192,7 +191,7 @@ def render_markdown(study: Study, rows: Sequence[Row], charts: Mapping[str, str]
         out.append("")
         # --- cost per preset ---------------------------------------------------------------
         for s in presets:
-            preset = next(p for p in study.presets if p.name == s)
+            preset = next(p for p in d.presets if p.name == s)
             out += [
                 f"### Cost per flip under `{s}`: ms ({_hz(hz)} frame budget %)",
                 "",
@@ -211,15 +210,11 @@ def render_markdown(study: Study, rows: Sequence[Row], charts: Mapping[str, str]
             role = f"heatmap:{key}:{s}"
             if role in charts:
                 out += [f"![cost per flip under {s}]({charts[role]})", ""]
-    out += _failures(rows, presets[0], study.refresh_rates[0])
+    if multi:
+        out += _summary(d)
+    out += _failures(d)
     # --- lifetimes -------------------------------------------------------------------------
-    bad = [
-        r
-        for r in rows
-        if r["preset"] == presets[0]
-        and r["refresh_hz"] == study.refresh_rates[0]
-        and (r["leaked_objects"] or r["lifetime_reports"])
-    ]
+    bad = d.lifetime
     out += timeline_markdown()
     out += ["## Lifetime problems found at teardown", ""]
     if bad:
@@ -241,26 +236,69 @@ def render_markdown(study: Study, rows: Sequence[Row], charts: Mapping[str, str]
                 for r in bad
             ],
         )
+        more = listed(d.lifetime_total, bad)
+        if more:
+            out += ["", more]
     else:
         out.append("None: every run freed every buffer, VM and dma-buf at teardown.")
     out.append("")
-    if study.skipped:
+    if d.skipped:
         out += ["## Not applicable", ""]
         out += _table(
             ["policy", "workload", "why"],
-            [[f"`{p}`", f"`{c}`", why] for p, c, why in study.skipped],
+            [[f"`{p}`", f"`{c}`", why] for p, c, why in d.skipped],
         )
         out.append("")
     out += _glossary()
     return "\n".join(out)
 
 
-def _failures(rows: Sequence[Row], preset: str, hz: float) -> list[str]:
+def _summary(d: ReportDigest) -> list[str]:
+    """The whole sweep at a glance (a sweep of several settings): every policy under every
+    preset over all settings, and the most expensive points."""
+    out = [
+        "## Summary over every setting",
+        "",
+        f"{d.rows_seen} points.  Per policy and preset: the points, how many failed, and the "
+        "cost per flip of the others (ms; the largest share of the frame budget).",
+        "",
+    ]
+    header, body = summary_table(d)
+    out += [*_table(header, body), ""]
+    if d.rows_not_detailed:
+        out += [
+            f"The sections above detail the first {len(d.groups)} settings; "
+            f"{d.rows_not_detailed} more points are only in this summary, `study.json` "
+            "and `study.csv`.",
+            "",
+        ]
+    top = d.top()
+    if top:
+        out += [f"The {len(top)} most expensive points (runs that finished):", ""]
+        out += _table(
+            ["policy", "workload", "preset", "setting", "ms", "% of frame"],
+            [
+                [
+                    f"`{r['policy']}`",
+                    f"`{r['case']}`",
+                    f"`{r['preset']}`",
+                    _setting(r),
+                    f"{r['ms_per_flip']:.3f}",
+                    f"{r['frame_budget_pct']:.1f}",
+                ]
+                for r in top
+            ],
+        )
+        out.append("")
+    return out
+
+
+def _failures(d: ReportDigest) -> list[str]:
     """The section for runs that did not finish cleanly: exhausted, refused, leaked or
     use-after-free, with the frame, errno and the checker's finding.  Their costs cover only
-    the frames before the failure, so the tables mark them instead of ranking them."""
-    bad = [r for r in rows if r["preset"] == preset and r["refresh_hz"] == hz]
-    bad = [r for r in bad if r["status"] != "ok"]
+    the frames before the failure, so the tables mark them instead of ranking them.  The
+    first ``max_listed`` are listed, with the count of the rest."""
+    bad = d.failures
     out = ["## Runs that failed", ""]
     if not bad:
         return [*out, "None: every run finished every frame cleanly.", ""]
@@ -285,6 +323,10 @@ def _failures(rows: Sequence[Row], preset: str, hz: float) -> list[str]:
         for r in bad
     ]
     out += _table(["policy", "workload", "setting", "status", "frame", "errno", "finding"], body)
+    more = listed(d.failures_total, bad)
+    if more:
+        counts = ", ".join(f"{n} {s}" for s, n in d.failure_counts.items())
+        out += ["", f"{more[:-1]}; {counts} in all."]
     return [*out, ""]
 
 
@@ -357,6 +399,11 @@ def colour_of(name: str, known: Sequence[str] = _PRESET_ORDER) -> str:
     return tab10[zlib.crc32(name.encode()) % len(tab10)]
 
 
+def _setting_of(key: GroupKey) -> str:
+    res, layers, hz = key
+    return f"{res}, {layers} layer{'s' if layers != 1 else ''}, {hz:g} Hz"
+
+
 def _setting(row: Row) -> str:
     layers = int(row["layers"])
     return (
@@ -364,10 +411,12 @@ def _setting(row: Row) -> str:
     )
 
 
-def _draw_headline(plt: Any, grows: Sequence[Row], study: Study, path: Path, hz: float) -> bool:
-    idx = _index(grows)
-    policies = [p for p in study.policies if (HEADLINE_CASE, p, study.presets[0].name) in idx]
-    presets = [p.name for p in study.presets]
+def _draw_headline(
+    plt: Any, key: GroupKey, idx: Mapping[CellKey, Row], d: ReportDigest, path: Path
+) -> bool:
+    hz = key[2]
+    policies = [p for p in d.policies if (HEADLINE_CASE, p, d.presets[0].name) in idx]
+    presets = [p.name for p in d.presets]
     if not policies:
         return False
     fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)
@@ -410,7 +459,7 @@ def _draw_headline(plt: Any, grows: Sequence[Row], study: Study, path: Path, hz:
     ax.set_xlabel("teardown policy")
     ax.set_ylabel(f"% of a {hz:g} Hz frame per flip")
     ax.set_ylim(0, ymax)
-    ax.set_title(f"Compositor flipping its own swapchain ({_setting(grows[0])}): cost of one flip")
+    ax.set_title(f"Compositor flipping its own swapchain ({_setting_of(key)}): cost of one flip")
     ax.legend(title="cost preset", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -420,14 +469,14 @@ def _draw_headline(plt: Any, grows: Sequence[Row], study: Study, path: Path, hz:
 
 
 def _draw_heatmap(
-    plt: Any, grows: Sequence[Row], study: Study, preset: str, path: Path, vmax: float
+    plt: Any, key: GroupKey, idx: Mapping[CellKey, Row], d: ReportDigest, preset: str, path: Path
 ) -> bool:
-    idx = _index(grows)
-    policies = study.policies
-    cases = [c for c in study.cases if any((c, p, preset) in idx for p in policies)]
+    policies = d.policies
+    vmax = d.heat_vmax
+    cases = [c for c in d.cases if any((c, p, preset) in idx for p in policies)]
     if not cases:
         return False
-    hz = float(grows[0]["refresh_hz"])
+    hz = key[2]
     vals: list[list[float]] = []
     for c in cases:
         line = []
@@ -470,7 +519,7 @@ def _draw_heatmap(
     ax.set_yticklabels(cases, fontsize=9)
     ax.set_ylabel("workload")
     ax.set_title(
-        f"Per flip under {preset} ({_setting(grows[0])}): maps/unmaps and ms; hatched = run failed"
+        f"Per flip under {preset} ({_setting_of(key)}): maps/unmaps and ms; hatched = run failed"
     )
     cbar = fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
     cbar.set_label(f"% of a {hz:g} Hz frame (same scale in every heatmap)")
@@ -480,7 +529,7 @@ def _draw_heatmap(
     return True
 
 
-def _charts(study: Study, rows: Sequence[Row], out: Path) -> tuple[dict[str, str], str | None]:
+def _charts(d: ReportDigest, out: Path) -> tuple[dict[str, str], str | None]:
     try:
         import matplotlib
 
@@ -490,53 +539,45 @@ def _charts(study: Study, rows: Sequence[Row], out: Path) -> tuple[dict[str, str
         return {}, 'matplotlib is not installed (pip install ".[report]")'
     plt.rcParams["svg.hashsalt"] = "gpuvm"
     made: dict[str, str] = {}
-    groups = _groups(rows)
-    multi = len(groups) > 1
-    names = [p.name for p in study.presets]
-    heat = [p for p in HEATMAP_PRESETS if p in names] or names[:1]
-    ok = [
-        float(r["frame_budget_pct"])
-        for r in rows
-        if r["preset"] in heat and r["status"] == "ok" and r["frame_budget_pct"] is not None
-    ]
-    vmax = max([10.0, *ok])  # one colour scale for the whole heatmap family
-    for key, grows in groups.items():
-        hz = key[2]
+    multi = d.multi
+    for key, idx in d.groups.items():
         name = _chart_name("headline", key, multi)
-        if _draw_headline(plt, grows, study, out / name, hz):
+        if _draw_headline(plt, key, idx, d, out / name):
             made[f"headline:{key}"] = name
-        for s in heat:
+        for s in d.heat_presets:  # one colour scale (d.heat_vmax) for the whole family
             name = _chart_name("heatmap", key, multi, s)
-            if _draw_heatmap(plt, grows, study, s, out / name, vmax):
+            if _draw_heatmap(plt, key, idx, d, s, out / name):
                 made[f"heatmap:{key}:{s}"] = name
     return made, None
 
 
 def write_report(
-    study: Study,
+    study: Study | ReportDigest,
     out: str | Path,
     *,
     charts: bool = True,
     rows: Sequence[Row] | None = None,
 ) -> ReportFiles:
     """Write ``report.md``, ``study.json`` and (with matplotlib) PNG charts into ``out``
-    (created if needed).  With ``rows`` (already written to ``study.json`` by a sweep's
-    sink) the JSON is left alone and the report is drawn from them.  Charts of an earlier
-    run in ``out`` are removed first, so no stale PNG stays behind."""
+    (created if needed).  From a :class:`~gpuvm.study.digest.ReportDigest` (a streamed
+    sweep whose sink already wrote ``study.json``) or with ``rows`` (the same, in memory)
+    the JSON is left alone; from a study alone its rows are written too.  Charts of an
+    earlier run in ``out`` are removed first, so no stale PNG stays behind."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     json_path = folder / "study.json"
-    if rows is None:
+    if rows is None and isinstance(study, Study):
         rows = study.rows()
         json_path.write_text(dumps_rows(rows), encoding="utf-8")
+    d = _digest(study, rows)
     for old in list(folder.glob("headline*.png")) + list(folder.glob("heatmap*.png")):
         old.unlink()
     made: dict[str, str] = {}
     skipped: str | None = "charts not requested"
     if charts:
-        made, skipped = _charts(study, rows, folder)
+        made, skipped = _charts(d, folder)
     md_path = folder / "report.md"
-    text = render_markdown(study, rows, made)
+    text = render_markdown(d, None, made)
     if skipped is not None and charts:
         text += f"\n_Charts skipped: {skipped}._\n"
     md_path.write_text(text, encoding="utf-8")

@@ -23,7 +23,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TextIO
 
 from gpuvm.observe.costs import CostPreset
 from gpuvm.study.runner import ROW_KEYS, RunRecord, price, record
@@ -34,6 +34,7 @@ __all__ = [
     "DaskExecutor",
     "DaskMissing",
     "Executor",
+    "JsonRowsWriter",
     "RowSink",
     "Serial",
     "csv_line",
@@ -237,6 +238,33 @@ def csv_line(row: Mapping[str, object]) -> str:
 
 def _json_row(row: Mapping[str, object]) -> str:
     return json.dumps(dict(row), sort_keys=True, allow_nan=False)
+
+
+class JsonRowsWriter:
+    """Writes rows to a text stream as they come, as the same JSON array that
+    :func:`~gpuvm.study.runner.dumps_rows` gives for the whole list (byte for byte):
+    ``gpuvm study --json`` never holds its rows.  :meth:`close` ends the array."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.count = 0
+        self.closed = False
+
+    def write(self, row: Mapping[str, object]) -> None:
+        text = json.dumps(dict(row), sort_keys=True, indent=2, allow_nan=False)
+        self.stream.write(("[\n" if not self.count else ",\n") + _indent(text))
+        self.count += 1
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.stream.write("\n]\n" if self.count else "[]\n")
+        self.stream.flush()
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.split("\n"))
 
 
 class RowSink:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    from gpuvm.study.digest import ReportDigest
     from gpuvm.study.runner import RunRecord
     from gpuvm.study.spec import StudySpec
     from gpuvm.study.sweep import Executor
@@ -189,9 +190,12 @@ def _executor(args: argparse.Namespace) -> Executor:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    """Run the sweep, streaming each batch's rows to study.json / study.csv (and stdout with
+    ``--json``) as it finishes; the report is drawn from a bounded digest, so memory does not
+    grow with the number of points."""
+    from gpuvm.study.digest import ReportDigest
     from gpuvm.study.report import write_report
-    from gpuvm.study.runner import Study, dumps_rows
-    from gpuvm.study.sweep import RowSink, iter_rows
+    from gpuvm.study.sweep import JsonRowsWriter, RowSink, iter_rows
 
     # Validate everything before running or writing anything.
     spec = _study_spec(args)
@@ -201,68 +205,70 @@ def cmd_study(args: argparse.Namespace) -> int:
         _check_out(out)
     log = sys.stderr if args.json else sys.stdout
     executor = _executor(args)
-    records: list[RunRecord] = []
-    skipped: list[tuple[str, str, str]] = []
-    rows: list[dict[str, object]] = []
+    digest = ReportDigest(spec.presets(), spec.axes["refresh"])
     bar = progress_bar(runs_total, args.progress)
 
     def on_batch(n: int, skip: list[tuple[str, str, str]], recs: list[RunRecord]) -> None:
-        skipped.extend(skip)
-        records.extend(recs)
+        digest.add_skipped(skip)
+        digest.add_runs(recs)
         bar.update(n)
 
     sink = None
+    stdout = JsonRowsWriter(sys.stdout) if args.json else None
     try:
         if out is not None:
             sink = RowSink(out, provenance(spec, getattr(executor, "name", "in-process")))
         for row in iter_rows(
             spec.runs(), spec.preset_table, executor=executor, on_batch=on_batch, keep_runs=True
         ):
-            rows.append(row)
+            digest.add(row)
             if sink is not None:
                 sink.write(row)
+            if stdout is not None:
+                stdout.write(row)
     except KeyboardInterrupt:
         bar.close()
         kept = ""
         if sink is not None:
             sink.close()
             kept = f"; {sink.count} rows kept in {sink.json_path} and {sink.csv_path}"
-        print(f"gpuvm: interrupted after {len(rows)} rows{kept}", file=sys.stderr)
+        if stdout is not None:
+            stdout.close()
+        print(f"gpuvm: interrupted after {digest.rows_seen} rows{kept}", file=sys.stderr)
         return 130
     finally:
         bar.close()
         executor.close()
     if sink is not None:
         sink.close()
-    if args.json:
-        sys.stdout.write(dumps_rows(rows))
+    if stdout is not None:
+        stdout.close()
     if out is not None and sink is not None:
-        study = Study(tuple(records), spec.presets(), spec.axes["refresh"], tuple(skipped))
-        files = write_report(study, out, charts=not args.no_charts, rows=rows)
+        files = write_report(digest, out, charts=not args.no_charts)
         print(f"wrote {files.markdown}, {sink.json_path}, {sink.csv_path}", file=log)
         for c in files.charts:
             print(f"wrote {c}", file=log)
         if files.charts_skipped is not None and not args.no_charts:
             print(f"charts skipped: {files.charts_skipped}", file=log)
-        _print_failures(records, log)
+        _print_failures(digest, log)
     return 0
 
 
-def _print_failures(records: list[RunRecord], log: TextIO) -> None:
-    """One line per run that stopped early (exhausted, refused), a count of the rest."""
-    bad = [r for r in records if r.status != "ok"]
-    if not bad:
+def _print_failures(digest: ReportDigest, log: TextIO) -> None:
+    """One line per run that stopped early (exhausted, refused; the first
+    ``digest.max_listed``), a count of the rest."""
+    counts = digest.run_failure_counts
+    if not counts:
         return
-    counts: dict[str, int] = {}
-    for r in bad:
-        counts[r.status] = counts.get(r.status, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
     print(f"failed runs: {summary} (report.md, 'Runs that failed')", file=log)
-    for r in bad:
-        if r.status in ("exhausted", "refused"):
-            at = "during set-up" if r.failed_at_frame is None else f"at frame {r.failed_at_frame}"
-            where = f"{r.spec.case} {r.spec.resolution} {r.spec.layers} layer(s)"
-            print(f"  {r.policy} {where}: {r.status} {at} ({r.errno})", file=log)
+    for r in digest.run_failures:
+        at = "during set-up" if r.failed_at_frame is None else f"at frame {r.failed_at_frame}"
+        where = f"{r.spec.case} {r.spec.resolution} {r.spec.layers} layer(s)"
+        print(f"  {r.policy} {where}: {r.status} {at} ({r.errno})", file=log)
+    early = sum(n for s, n in counts.items() if s in ("exhausted", "refused"))
+    if early > len(digest.run_failures):
+        print(f"  ... and {early - len(digest.run_failures)} more", file=log)
 
 
 class _PlainBar:
