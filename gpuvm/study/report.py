@@ -468,6 +468,11 @@ def _draw_headline(
     return True
 
 
+HEAT_FLOOR_PCT: Final = 0.1
+"""The bottom of the heatmaps' log colour scale (% of a frame): cheaper cells share its
+colour."""
+
+
 def _draw_heatmap(
     plt: Any, key: GroupKey, idx: Mapping[CellKey, Row], d: ReportDigest, preset: str, path: Path
 ) -> bool:
@@ -486,8 +491,13 @@ def _draw_heatmap(
             line.append(float(r["frame_budget_pct"]) if ok and r is not None else float("nan"))
         vals.append(line)
     fig, ax = plt.subplots(figsize=(12, 0.45 * len(cases) + 2.4), dpi=110)
+    # Costs span 0 to several hundred % of a frame: a log scale (shared by the family) gives
+    # 1 % and 100 % distinct colours where a linear one left everything under ~50 % pale.
+    from matplotlib.colors import LogNorm
+
     cmap = plt.get_cmap("YlOrRd").with_extremes(bad="#dddddd")
-    im = ax.imshow(vals, cmap=cmap, vmin=0, vmax=vmax, aspect="auto")
+    norm = LogNorm(vmin=HEAT_FLOOR_PCT, vmax=vmax, clip=True)
+    im = ax.imshow(vals, cmap=cmap, norm=norm, aspect="auto")
     for i, c in enumerate(cases):
         for j, p in enumerate(policies):
             r = idx.get((c, p, preset))
@@ -507,7 +517,8 @@ def _draw_heatmap(
                     f"{_num(r['maps_per_flip'])}/{_num(r['unmaps_per_flip'])}  "
                     f"{float(r['ms_per_flip']):.2f} ms"
                 )
-                light = float(r["frame_budget_pct"]) > vmax * 0.6
+                red, green, blue, _ = cmap(norm(float(r["frame_budget_pct"])))
+                light = 0.299 * red + 0.587 * green + 0.114 * blue < 0.55
             ax.text(
                 j, i, text, ha="center", va="center", fontsize=8,
                 color="white" if light else "black",
@@ -522,7 +533,11 @@ def _draw_heatmap(
         f"Per flip under {preset} ({_setting_of(key)}): maps/unmaps and ms; hatched = run failed"
     )
     cbar = fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
-    cbar.set_label(f"% of a {hz:g} Hz frame (same scale in every heatmap)")
+    cbar.set_label(f"% of a {hz:g} Hz frame, log scale (the same in every heatmap)")
+    ticks = [t for t in (0.1, 1.0, 10.0, 100.0, 1000.0) if t <= vmax]
+    cbar.set_ticks(ticks, labels=[f"{t:g} %" for t in ticks])
+    if vmax > 100.0:  # the frame budget
+        cbar.ax.axhline(100.0, color="black", lw=2)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
