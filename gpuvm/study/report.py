@@ -443,7 +443,10 @@ def _draw_headline(
                 hatch="//" if failed else None, edgecolor="black" if failed else None,
             )  # fmt: skip
             if v >= 0.5:
-                ax.annotate(f"{v:.1f}", (x, v), ha="center", va="bottom", fontsize=7)
+                ax.annotate(
+                    f"{v:.1f}", (x, v), ha="center", va="bottom", fontsize=7,
+                    rotation=90 if n > 4 else 0,  # side by side labels would overlap
+                )  # fmt: skip
     ymax = top * 1.25
     ax.axhline(100.0, color="#d62728", ls="--", lw=1.2, label="100 % of the frame budget")
     for i, p in enumerate(policies):
@@ -482,6 +485,8 @@ def _draw_heatmap(
     if not cases:
         return False
     hz = key[2]
+    flips = any(c.startswith("pageflip/") for c in cases)
+    setting = _setting_of(key) if flips else f"re-imports, {key[0]}, {hz:g} Hz"
     vals: list[list[float]] = []
     for c in cases:
         line = []
@@ -529,9 +534,7 @@ def _draw_heatmap(
     ax.set_yticks(range(len(cases)))
     ax.set_yticklabels(cases, fontsize=9)
     ax.set_ylabel("workload")
-    ax.set_title(
-        f"Per flip under {preset} ({_setting_of(key)}): maps/unmaps and ms; hatched = run failed"
-    )
+    ax.set_title(f"Per flip under {preset} ({setting}): maps/unmaps and ms; hatched = run failed")
     cbar = fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
     cbar.set_label(f"% of a {hz:g} Hz frame, log scale (the same in every heatmap)")
     ticks = [t for t in (0.1, 1.0, 10.0, 100.0, 1000.0) if t <= vmax]
