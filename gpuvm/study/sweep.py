@@ -295,6 +295,12 @@ class RowSink:
             self._json.flush()
             self._csv.flush()
 
+    def flush(self) -> None:
+        """Push the rows written so far to the ``*.partial`` files (one complete JSON
+        object and CSV record per line)."""
+        self._json.flush()
+        self._csv.flush()
+
     def close(self) -> None:
         if self.closed:
             return

@@ -207,13 +207,15 @@ def cmd_study(args: argparse.Namespace) -> int:
     executor = _executor(args)
     digest = ReportDigest(spec.presets(), spec.axes["refresh"])
     bar = progress_bar(runs_total, args.progress)
+    sink: RowSink | None = None
 
     def on_batch(n: int, skip: list[tuple[str, str, str]], recs: list[RunRecord]) -> None:
         digest.add_skipped(skip)
         digest.add_runs(recs)
         bar.update(n)
+        if sink is not None:
+            sink.flush()  # the previous batch's rows are on disk before the next is taken
 
-    sink = None
     stdout = JsonRowsWriter(sys.stdout) if args.json else None
     try:
         if out is not None:
