@@ -70,6 +70,38 @@ class InvalidationRule:
             return -(-size // page_size)
         return 1
 
+    def pages_us(self, pages: int, page_size: int) -> float:
+        """Microseconds of one invalidation covering ``pages`` page-table entries of
+        ``page_size`` (what the cost counters record per ``TlbInvalidated`` event)."""
+        kind = self.effective_kind(pages * page_size)
+        if kind == "per_page":
+            return pages * self.page_us
+        return self.range_us if kind == "range" else self.context_us
+
+    def describe(self) -> str:
+        """One line: the kind, its price and the threshold."""
+        price = {
+            "per_page": f"{self.page_us:g} us a page",
+            "range": f"{self.range_us:g} us a range",
+            "context": f"{self.context_us:g} us a context flush",
+        }[self.kind]
+        if not self.threshold_bytes:
+            return f"{self.kind}, {price}"
+        return (
+            f"{self.kind}, {price}; whole context ({self.context_us:g} us) above "
+            f"{self.threshold_bytes} bytes"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        """Every field, JSON-ready, in a fixed order."""
+        return {
+            "kind": self.kind,
+            "page_us": self.page_us,
+            "range_us": self.range_us,
+            "context_us": self.context_us,
+            "threshold_bytes": self.threshold_bytes,
+        }
+
     def cost_us(self, size: int, page_size: int) -> float:
         """Microseconds of invalidation for one unmap of ``size`` bytes."""
         kind = self.effective_kind(size)
