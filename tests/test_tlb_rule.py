@@ -68,21 +68,28 @@ def test_32mib_unmap_sm8150_before_and_after() -> None:
     assert unmap_us("sm8150-smmu-after", flush) == pytest.approx(after)
 
 
-@pytest.mark.parametrize(("page_size", "pages"), [(4096, 8192), (65536, 512), (2 * MIB, 16)])
-def test_page_size_changes_the_per_page_count(page_size: int, pages: int) -> None:
+@pytest.mark.parametrize(
+    ("page_size", "pages", "after_us"),
+    [(4096, 8192, 2.6), (65536, 512, 2.6), (2 * MIB, 16, 16 * 0.12)],
+)
+def test_page_size_changes_the_per_page_count(page_size: int, pages: int, after_us: float) -> None:
     c = unmap_counts(32 * MIB, page_size)
     assert c.tlb_sizes == (("per_page", page_size, pages, pages, 1, pages),)
     tlb_us = get_preset("sm8150-smmu-before").breakdown(c).tlb_ms * 1000
     assert tlb_us == pytest.approx(pages * 0.12)
-    # After the change a 32 MiB unmap is over the threshold at every page size: one flush.
-    assert get_preset("sm8150-smmu-after").breakdown(c).tlb_ms * 1000 == pytest.approx(2.6)
+    # After the change the whole-context flush replaces the walk flush of a freed table
+    # (512 entries or more); 16 leaf blocks of 2 MiB keep one TLBIVA each.
+    assert get_preset("sm8150-smmu-after").breakdown(c).tlb_ms * 1000 == pytest.approx(after_us)
 
 
 def test_threshold_splits_small_and_large_unmaps() -> None:
-    """sm8150-smmu-after: below 2 MiB the TLBIVAs stay per page, from 2 MiB one TLBIASID."""
+    """sm8150-smmu-after: below 512 entries (2 MiB of 4 KiB pages) the TLBIVAs stay per
+    page, from 512 one TLBIASID."""
     after = get_preset("sm8150-smmu-after")
     small = unmap_counts(MIB)  # 256 pages
     assert after.breakdown(small).tlb_ms * 1000 == pytest.approx(256 * 0.12)
+    edge = unmap_counts(2 * MIB - 4096)  # 511 pages: still per page
+    assert after.breakdown(edge).tlb_ms * 1000 == pytest.approx(511 * 0.12)
     large = unmap_counts(2 * MIB)
     assert after.breakdown(large).tlb_ms * 1000 == pytest.approx(2.6)
     # The old single-kind pricing charged both as one 2.6 us flush.
@@ -169,6 +176,8 @@ threshold_bytes = 1048576
     assert rule == InvalidationRule(
         kind="range", page_us=2.5, range_us=7.0, context_us=7.0, threshold_bytes=1048576
     )
+    assert rule.pages_us(256, 4096) == 7.0 and rule.pages_us(257, 4096) == 7.0  # context = 7
+    assert InvalidationRule(threshold_pages=4).pages_us(4, 4096) == 4 * 2.5
     again = loads_presets(dumps_presets(got.values()))
     assert again == {k: attrs.evolve(v) for k, v in got.items()}
 
@@ -180,6 +189,7 @@ threshold_bytes = 1048576
         ("page_us = 1.0", "'kind'"),
         ('kind = "range"\nrange_us = -1.0', "'range_us'"),
         ('kind = "range"\nthreshold_bytes = 1.5', "'threshold_bytes'"),
+        ('kind = "range"\nthreshold_pages = -1', "'threshold_pages'"),
         ('kind = "range"\nfoo = 1', "unknown key 'foo'"),
     ],
 )

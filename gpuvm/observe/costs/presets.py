@@ -74,10 +74,17 @@ REQUIRED_KEYS: Final = (
 )
 """Keys a preset without ``extends`` must give."""
 TABLE_KEYS: Final = ("ioctl_us_by_name", "invalidation")
-RULE_KEYS: Final = ("kind", "page_us", "range_us", "context_us", "threshold_bytes")
+RULE_KEYS: Final = (
+    "kind",
+    "page_us",
+    "range_us",
+    "context_us",
+    "threshold_bytes",
+    "threshold_pages",
+)
 """Keys of a preset's ``[preset.NAME.invalidation]`` table (only ``kind`` is required;
 ``page_us`` defaults to the preset's ``tlb_page_us``, ``range_us`` and ``context_us`` to
-its ``tlb_flush_us``, ``threshold_bytes`` to 0: no threshold)."""
+its ``tlb_flush_us``, the thresholds to 0: none)."""
 FILE_KEYS: Final = ("extends",)
 ALL_KEYS: Final = (*TEXT_KEYS, *NUMBER_KEYS, *TABLE_KEYS, *FILE_KEYS)
 
@@ -141,13 +148,14 @@ def rule_of_table(value: object, *, page_us: float, flush_us: float) -> Invalida
         if problem is not None:
             raise PresetFormatError(f"key {key!r}: {problem}")
         nums[key] = float(x)
-    threshold = value.get("threshold_bytes", 0)
-    if type(threshold) is not int or threshold < 0:
-        raise PresetFormatError(
-            f"key 'threshold_bytes': expected an integer >= 0, got {threshold!r}"
-        )
+    limits: dict[str, int] = {}
+    for key in ("threshold_bytes", "threshold_pages"):
+        limit = value.get(key, 0)
+        if type(limit) is not int or limit < 0:
+            raise PresetFormatError(f"key {key!r}: expected an integer >= 0, got {limit!r}")
+        limits[key] = limit
     try:
-        return InvalidationRule(kind=kind, threshold_bytes=threshold, **nums)
+        return InvalidationRule(kind=kind, **limits, **nums)
     except GpuvmError as exc:  # pragma: no cover - the checks above come first
         raise PresetFormatError(str(exc)) from None
 
@@ -163,7 +171,7 @@ def rule_us(rule: InvalidationRule, rows: Iterable[TlbSizeRow]) -> float:
         if lo == hi:
             total += inv * rule.pages_us(lo, ps)
             continue
-        kind = rule.effective_kind(pages * ps // max(inv, 1))
+        kind = rule.effective_kind(pages * ps // max(inv, 1), ps)
         if kind == "per_page":
             total += pages * rule.page_us
         else:
@@ -580,5 +588,6 @@ def dumps_presets(presets: Iterable[CostPreset]) -> str:
                 f"{k} = {float(getattr(r, k))!r}" for k in ("page_us", "range_us", "context_us")
             ]
             lines.append(f"threshold_bytes = {int(r.threshold_bytes)}")
+            lines.append(f"threshold_pages = {int(r.threshold_pages)}")
         chunks.append("\n".join(lines) + "\n")
     return "\n".join(chunks)
