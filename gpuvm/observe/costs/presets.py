@@ -155,7 +155,14 @@ def rule_of_table(value: object, *, page_us: float, flush_us: float) -> Invalida
             raise PresetFormatError(f"key {key!r}: expected an integer >= 0, got {limit!r}")
         limits[key] = limit
     try:
-        return InvalidationRule(kind=kind, **limits, **nums)
+        return InvalidationRule(
+            kind=kind,
+            page_us=nums["page_us"],
+            range_us=nums["range_us"],
+            context_us=nums["context_us"],
+            threshold_bytes=limits["threshold_bytes"],
+            threshold_pages=limits["threshold_pages"],
+        )
     except GpuvmError as exc:  # pragma: no cover - the checks above come first
         raise PresetFormatError(str(exc)) from None
 
