@@ -199,3 +199,23 @@ def test_bad_invalidation_table(table: str, needle: str) -> None:
         loads_presets(text, origin="mine.toml")
     msg = str(info.value)
     assert "mine.toml" in msg and "'bad'" in msg and "'invalidation'" in msg and needle in msg
+
+
+def test_docs_worked_example_prints_what_the_text_says() -> None:
+    """docs/costs.md's 32 MiB SM8150 unmap: the block's printed lines are its comments,
+    and the hand calculation in the text gives the same numbers."""
+    import contextlib
+    import io
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "costs.md").read_text()
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", doc, flags=re.S) if "sm8150" in b]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "docs/costs.md", "exec"), {})
+    shown = [line.removeprefix("# ") for line in code.splitlines() if line.startswith("# ")]
+    assert out.getvalue().splitlines() == shown
+    assert "**1033.992 µs**" in doc and "**53.552 µs**" in doc
+    assert 1.8 + 8192 * 0.006 + 8192 * 0.12 == pytest.approx(1033.992)
+    assert 1.8 + 8192 * 0.006 + 2.6 == pytest.approx(53.552)
