@@ -195,7 +195,8 @@ def simulate(params: TimelineParams) -> Timeline:
                 yield prevprev.cleanup_done  # stall_checks
             if not p.nonblocking:
                 yield env.process(tail(c))  # commit_tail in the ioctl
-            spans.append(Span(f"ioctl{crtc}", f"commit f{k}", t0, max(env.now, t0), k, crtc))
+            t1 = t0 + waited  # the atomic commit ioctl, after the GEM_CLOSE ioctls
+            spans.append(Span(f"ioctl{crtc}", f"commit f{k}", t1, max(env.now, t1), k, crtc))
             if p.nonblocking and p.serial_worker:
                 yield queue.put(c)
             elif p.nonblocking:
