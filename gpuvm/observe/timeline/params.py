@@ -41,7 +41,8 @@ ASSUMPTIONS: Final = {
         "exists and is not a VM_BIND VM, handle close waits on every fence of the buffer "
         "(dma_resv_wait_timeout, DMA_RESV_USAGE_BOOKKEEP, no timeout). The compositor "
         "renders with the GPU, so its context VM exists; a VM_BIND context (vm_bind_ms > 0) "
-        "returns before the wait. KMS adds no fence to the buffer's reservation, so the "
+        "returns before the wait. KMS adds no fence to the buffer's reservation "
+        "(drm_gem_plane_helper_prepare_fb only reads it into the plane state), so the "
         "fence waited for is the GPU job that wrote the buffer."
     ),
     "serial_worker": (
