@@ -51,7 +51,8 @@ ASSUMPTIONS: Final = {
         "hw_done / flip_done (drm_atomic_helper_wait_for_dependencies)."
     ),
 }
-"""Each assumption's source (kernel files read at torvalds/linux 2d705c0b3676)."""
+"""Each assumption's source (atomic helper files read at torvalds/linux 2d705c0b3676;
+``msm_gem_close`` in its 6.17 form, from the msm VM_BIND series)."""
 
 
 def _check(name: str, value: float, *, positive: bool = False) -> None:
