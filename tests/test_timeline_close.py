@@ -114,3 +114,28 @@ def test_cli_source_pattern(capsys: pytest.CaptureFixture[str]) -> None:
         assert info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0]
+
+
+def test_report_paragraph_comes_from_the_study_rows() -> None:
+    from gpuvm.study.timeline_study import _close_waits_markdown
+
+    def row(policy: str, pattern: str, closes: float, blocked: float) -> dict[str, object]:
+        return {
+            "workload": "pageflip",
+            "pattern": pattern,
+            "preset": "msm-kms",
+            "refresh_hz": 60.0,
+            "policy": policy,
+            "gem_closes_per_flip": closes,
+            "ioctl_blocked_ms": blocked,
+        }
+
+    rows = [
+        row("gpuvm_vma_ref", "recreate", 2.0, 3.0),
+        row("legacy_pre_6_17", "recreate", 2.0, 0.0),
+        row("gpuvm_eager", "own", 0.0, 0.0),
+    ]
+    (text, blank) = _close_waits_markdown(rows)
+    assert "`gpuvm_vma_ref` 3 ms" in text and "`legacy_pre_6_17` 0 ms" in text
+    assert "gpuvm_eager" not in text and "(recreate; msm-kms, 60 Hz)" in text
+    assert blank == "" and _close_waits_markdown(rows[2:]) == []

@@ -7,7 +7,7 @@ row, so a study gets dropped frames per second without rerunning the model."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from gpuvm.core.errors import GpuvmError
@@ -164,9 +164,13 @@ def headline_rows(
     return out
 
 
-def timeline_markdown(rows: list[dict[str, object]] | None = None) -> list[str]:
+def timeline_markdown(
+    rows: list[dict[str, object]] | None = None,
+    study_rows: Sequence[Mapping[str, Any]] | None = None,
+) -> list[str]:
     """The report's timeline section: the headline table (eager vs vma_ref at 144 Hz with
-    two planes under each headline preset) and the study's own pageflip rows."""
+    two planes under each headline preset) and, from ``study_rows``, the GEM_CLOSE waits
+    of the study's pageflip rows that close handles every frame."""
     out = ["## Dropped frames at vblank (timeline)", ""]
     try:
         import simpy  # noqa: F401
@@ -204,4 +208,33 @@ def timeline_markdown(rows: list[dict[str, object]] | None = None) -> list[str]:
             f"| {r['commit_tail_cpu_ms']} | {r['ioctl_cpu_ms']} |"
         )
     out.append("")
-    return out
+    return out + _close_waits_markdown(study_rows or [])
+
+
+def _close_waits_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One paragraph: per policy, the ioctl path's GEM_CLOSE wait per commit in the study's
+    pageflip rows that close handles every frame (first preset and refresh rate)."""
+    closing = [
+        r
+        for r in rows
+        if r.get("workload") == "pageflip"
+        and r.get("gem_closes_per_flip")
+        and r.get("ioctl_blocked_ms") is not None
+    ]
+    if not closing:
+        return []
+    first = (closing[0]["preset"], closing[0]["refresh_hz"])
+    blocked: dict[str, set[float]] = {}
+    for r in closing:
+        if (r["preset"], r["refresh_hz"]) == first:
+            blocked.setdefault(str(r["policy"]), set()).add(float(r["ioctl_blocked_ms"]))
+    parts = [f"`{p}` {' / '.join(f'{v:g}' for v in sorted(vs))} ms" for p, vs in blocked.items()]
+    patterns = sorted({str(r["pattern"]) for r in closing})
+    return [
+        f"GEM_CLOSE waits (`msm_gem_close` waits on the buffer's fences unless the context "
+        f"is VM_BIND): in this study's pageflip rows that close handles every frame "
+        f"({', '.join(patterns)}; {first[0]}, {first[1]:g} Hz) the compositor's ioctl path "
+        f"is blocked per commit: {'; '.join(parts)}. The flips do not move "
+        f"(docs/timeline.md).",
+        "",
+    ]
