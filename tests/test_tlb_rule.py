@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpuvm import GemObject, GpuVm
-from gpuvm.core.events import EventBus
+from gpuvm.core.events import EventBus, FrameEnd
 from gpuvm.observe.costs import CostCounters, Counts, PresetFormatError, get_preset
 from gpuvm.observe.costs.counts import MAX_EXACT_TLB_SIZES, size_bucket
 from gpuvm.observe.costs.presets import dumps_presets, loads_presets, rule_us
@@ -224,3 +226,35 @@ def test_docs_worked_example_prints_what_the_text_says() -> None:
     assert round(pte + 8192 * before.invalidation.page_us, 3) == 1033.992
     assert after.invalidation.threshold_pages == 511 < 8192
     assert round(pte + after.invalidation.context_us, 3) == 53.552
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([4096, 65536]), st.integers(1, 300), st.booleans()),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_histogram_agrees_with_the_totals(unmaps: list[tuple[int, int, bool]]) -> None:
+    """Whatever the mix of page sizes, sizes and frame boundaries: the histogram's
+    invalidations and pages add up to the totals, per frame and in sum."""
+    bus = EventBus()
+    vms = {ps: KmsVm(0, 1 << 44, name=f"vm{ps}", bus=bus) for ps in (4096, 65536)}
+    counters = CostCounters(bus)
+    for ps, vm in vms.items():
+        counters.configure_vm(vm, page_size=ps)
+    addr = 0
+    for k, (ps, n, end_frame) in enumerate(unmaps):
+        size = n * 4096
+        vms[ps].map(addr, size, GemObject(size, name="b", bus=bus), 0)
+        vms[ps].unmap(addr, size)
+        addr += size + (-size % 65536)
+        if end_frame:
+            bus.emit(FrameEnd(k))
+    for c in [counters.total(), *counters.frames, counters.frames_sum()]:
+        assert sum(r[4] for r in c.tlb_sizes) == c.tlb_range_invalidations
+        assert sum(r[5] for r in c.tlb_sizes) == c.tlb_range_pages
+        rule = InvalidationRule(kind="per_page", page_us=1.0)
+        assert rule_us(rule, c.tlb_sizes) == pytest.approx(c.tlb_range_pages)
+    assert counters.frames_sum().tlb_sizes == Counts.sum(counters.frames).tlb_sizes
