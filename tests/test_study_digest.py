@@ -18,6 +18,7 @@ from gpuvm.study.digest import ReportDigest
 from gpuvm.study.report import render_markdown
 from gpuvm.study.runner import Study, dumps_rows, run_study
 from gpuvm.study.sweep import JsonRowsWriter
+from gpuvm.study.timeline_study import timeline_markdown
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_digest_holds_a_bounded_number_of_rows(study: Study) -> None:
             d.add(row)
         assert d.rows_seen == n
         held.append(d.held_rows())
-    caps = d.max_cells + 2 * d.max_listed + d.top_n
+    caps = d.max_cells + 6 * d.max_listed + d.top_n
     assert held[1] == held[2] <= caps  # flat once the caps are reached
     assert len(d.groups) == d.max_groups and d.rows_not_detailed == 40_000 - d.cells
     assert len(d.failures) == d.max_listed < d.failures_total
@@ -102,6 +103,11 @@ def test_digest_renders_what_the_study_renders(study: Study) -> None:
     md = render_markdown(d, None, {})
     assert md == render_markdown(study, rows, {})
     assert d.multi and "## Summary over every setting" in md  # 60 and 144 Hz
+    # The GEM_CLOSE paragraph from the digest's few kept rows is the one all rows give.
+    full = timeline_markdown(rows=[], study_rows=rows)
+    assert any("GEM_CLOSE waits" in line for line in full)
+    assert timeline_markdown(rows=[], study_rows=d.close_rows) == full
+    assert len(d.close_rows) < len(rows) / 4
     one = Study(study.runs, study.presets, (60.0,))
     assert "## Summary over every setting" not in render_markdown(one, None, {})
 

@@ -104,6 +104,11 @@ class ReportDigest:
     lifetime_total: int = 0
     run_failures: list[RunRecord] = attrs.field(factory=list)
     run_failure_counts: dict[str, int] = attrs.field(factory=dict)
+    close_rows: list[Row] = attrs.field(factory=list)
+    """Pageflip rows that close handles every frame, enough of them for the report's
+    GEM_CLOSE paragraph: the first, each policy's distinct ioctl wait at the first one's
+    preset and rate, and each pattern's first (capped at ``4 * max_listed``)."""
+    _close_seen: set[tuple[str, ...]] = attrs.field(factory=set)
     _policies: dict[str, None] = attrs.field(factory=dict)
     _cases: dict[str, None] = attrs.field(factory=dict)
     _skipped: dict[tuple[str, str, str], None] = attrs.field(factory=dict)
@@ -173,6 +178,7 @@ class ReportDigest:
                 heapq.heappush(self._top, item)
             elif item > self._top[0]:
                 heapq.heapreplace(self._top, item)
+        self._add_close(row)
         if row["preset"] != self.presets[0].name or row["refresh_hz"] != self.refresh_rates[0]:
             return
         if row["status"] != "ok":
@@ -185,6 +191,23 @@ class ReportDigest:
             self.lifetime_total += 1
             if len(self.lifetime) < self.max_listed:
                 self.lifetime.append(row)
+
+    def _add_close(self, row: Row) -> None:
+        closing = (
+            row.get("workload") == "pageflip"
+            and row.get("gem_closes_per_flip")
+            and row.get("ioctl_blocked_ms") is not None
+        )
+        if not closing or len(self.close_rows) >= 4 * self.max_listed:
+            return
+        first = self.close_rows[0] if self.close_rows else row
+        keys: list[tuple[str, ...]] = [("pattern", str(row["pattern"]))]
+        if (row["preset"], row["refresh_hz"]) == (first["preset"], first["refresh_hz"]):
+            keys.append(("wait", str(row["policy"]), repr(float(row["ioctl_blocked_ms"]))))
+        new = [k for k in keys if k not in self._close_seen]
+        if new or not self.close_rows:
+            self._close_seen.update(new)
+            self.close_rows.append(row)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -216,7 +239,13 @@ class ReportDigest:
     def held_rows(self) -> int:
         """How many rows the digest holds (detail cells, failure and lifetime lists, top-N):
         bounded by the caps, whatever the number of rows fed."""
-        return self.cells + len(self.failures) + len(self.lifetime) + len(self._top)
+        return (
+            self.cells
+            + len(self.failures)
+            + len(self.lifetime)
+            + len(self._top)
+            + len(self.close_rows)
+        )
 
 
 def summary_table(d: ReportDigest) -> tuple[list[str], list[list[str]]]:

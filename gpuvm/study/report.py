@@ -215,7 +215,7 @@ def render_markdown(
     out += _failures(d)
     # --- lifetimes -------------------------------------------------------------------------
     bad = d.lifetime
-    out += timeline_markdown()
+    out += timeline_markdown(study_rows=d.close_rows)
     out += ["## Lifetime problems found at teardown", ""]
     if bad:
         out += [
