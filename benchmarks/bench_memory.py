@@ -83,7 +83,8 @@ def child(spec: str, out: str, workers: int, keep_rows: bool) -> dict[str, objec
     wall = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    rows = sum(1 for _ in Path(out, "study.csv").open()) - 1
+    with Path(out, "study.csv").open(encoding="utf-8") as f:
+        rows = sum(1 for _ in f) - 1
     return {
         "code": code,
         "rows": rows,
@@ -99,8 +100,13 @@ def measure(points: int, workers: int, keep_rows: bool) -> dict[str, object]:
         spec.write_text(spec_text(points), encoding="utf-8")
         cmd = [sys.executable, __file__, "--child", str(spec), str(Path(tmp, "out")),
                str(workers), "1" if keep_rows else "0"]  # fmt: skip
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+        # A Dask cluster's shutdown can log errors and set the exit status after the
+        # measurement is printed: the last JSON line is the result.
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
+        if not lines:
+            raise RuntimeError(f"measurement of {points} points failed:\n{done.stderr[-2000:]}")
+        result: dict[str, object] = json.loads(lines[-1])
     result["points"] = points
     return result
 
@@ -108,8 +114,8 @@ def measure(points: int, workers: int, keep_rows: bool) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
-        spec, out, workers, keep = argv[1:5]
-        print(json.dumps(child(spec, out, int(workers), keep == "1")))
+        spec, out, nworkers, held = argv[1:5]
+        print(json.dumps(child(spec, out, int(nworkers), held == "1")))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000,100000")
