@@ -560,6 +560,13 @@ class DrmFile:
         check_optional("fb", fb, kms.Framebuffer)
         kms.commit(self.device, plane, fb)
 
+    def atomic(self, updates: Sequence[tuple[Plane, Framebuffer | None]]) -> None:
+        """An atomic commit of several planes in one ioctl (:mod:`gpuvm.drm.atomic`)."""
+        from gpuvm.drm.atomic import atomic_commit
+
+        self._ioctl("ATOMIC")
+        atomic_commit(self.device, updates)
+
     # --- close ---------------------------------------------------------------------------
 
     def close(self) -> None:
