@@ -38,6 +38,7 @@ from gpuvm.core.errors import (
     BadFd,
     BadHandle,
     Busy,
+    ContextUnusable,
     DuplicateObject,
     InvalidRange,
     InvalidValue,
@@ -116,6 +117,7 @@ class DrmFile:
         "name",
         "prime_cache",
         "vm",
+        "vms",
     )
 
     def __init__(self, device: Device, fds: FdTable, name: str = "") -> None:
@@ -129,6 +131,8 @@ class DrmFile:
         self.mode: str | None = None
         self.vm: KernelVm | DriverVm | None = None
         self.fbs: dict[int, Framebuffer] = {}
+        self.vms: dict[int, DriverVm] = {}
+        """xe's per-file VM table (``xef->vm.xa``: ids from 1), :mod:`gpuvm.drm.xe`."""
         self.closed = False
 
     def __repr__(self) -> str:
@@ -409,6 +413,7 @@ class DrmFile:
                 raise InvalidValue(f"not a VM_BIND op: {op!r}")
         vm = self._vm_for(rule)
         assert isinstance(vm, DriverVm) and not vm.kernel_managed
+        _check_usable(vm, "VM_BIND")
         reqs = self._bind_requests(vm, ops)
         _check_bind(vm, reqs)
         self._enter(rule, vm)
@@ -525,6 +530,7 @@ class DrmFile:
         rule = self._gate("exec")
         vm = self._vm_for(rule)
         assert isinstance(vm, DriverVm) and not vm.kernel_managed
+        _check_usable(vm, "SUBMIT")
         self._enter(rule, vm)
         vm.exec_lock()
         vm.validate(revalidate_import)
@@ -580,6 +586,8 @@ class DrmFile:
         for h in sorted(self.handles):
             self._close_handle(h)
         self.device.policy.on_file_close(self)
+        for vm_id in sorted(self.vms):  # xe_file_close: every VM of the file
+            self.vms.pop(vm_id).close()
         self.closed = True
         self.device.file_closed(self)
 
@@ -607,6 +615,12 @@ class DrmFile:
                 raise AssertionError(f"{self.name}: cache entry for {d!r} holds no reference")
         if (self.vm is None) != (self.state in (ModeState.FRESH, ModeState.BIND_PENDING)):
             raise AssertionError(f"{self.name}: mode {self.mode} with vm {self.vm!r}")
+
+
+def _check_usable(vm: DriverVm, call: str) -> None:
+    """msm: a VM marked unusable by a part-way VM_BIND failure refuses ``-EPIPE``."""
+    if vm.unusable:
+        raise ContextUnusable(f"{call}: context is unusable ({vm.name})")
 
 
 def _check_set_iova(vm: KernelVm, bo: Bo, iova: int) -> None:
