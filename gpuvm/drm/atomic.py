@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from gpuvm.core.args import check_instance, check_int, check_optional, check_sequence
 from gpuvm.core.errors import ArgumentTypeError, Busy, GpuvmError, InjectedFault, InvalidValue
 from gpuvm.drm.kms import Framebuffer, Plane
+from gpuvm.drm.private import check_pinnable
 
 if TYPE_CHECKING:
     from gpuvm.drm.device import Device
@@ -71,6 +72,7 @@ def _prepare_fb(device: Device, plane: Plane, fb: Framebuffer | None) -> None:
     for bo in fb.bos:
         if bo.purged:
             raise Busy(f"scanout of purged {bo!r}")
+        check_pinnable(bo, "prepare_fb")
     if fb.prepare_count == 0:
         device.policy.check_fb_prepare(fb)
     fb.get(plane.holder)

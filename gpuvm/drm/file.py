@@ -53,6 +53,7 @@ from gpuvm.drm import kms
 from gpuvm.drm.dmabuf import revalidate_import
 from gpuvm.drm.driver import Bo, DriverVm, Job, ManagedVm
 from gpuvm.drm.modes import ModeState, Rule
+from gpuvm.drm.private import check_pinnable
 from legacy import path
 from legacy.vma import KernelVm
 
@@ -487,6 +488,7 @@ class DrmFile:
         for bo in bos:
             if bo.purged:
                 raise Busy(f"submit of purged {bo!r}")
+            check_pinnable(bo, "SUBMIT")
         vm = self._legacy_vm(rule)
         policy = self.device.policy
         policy.check_submit(self, vm, bos)
