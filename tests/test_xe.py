@@ -272,3 +272,18 @@ def test_submit_names_a_vm() -> None:
     assert job in dev.jobs
     dev.retire_all()
     dev.check_invariants()
+
+
+def test_xe_doc_example_runs() -> None:
+    import contextlib
+    import io
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "xe.md"
+    (code,) = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, str(doc), "exec"), {})
+    shown = [line.removeprefix("# ") for line in code.splitlines() if line.startswith("# ")]
+    assert out.getvalue().splitlines() == shown
