@@ -287,3 +287,42 @@ def test_xe_doc_example_runs() -> None:
         exec(compile(code, str(doc), "exec"), {})
     shown = [line.removeprefix("# ") for line in code.splitlines() if line.startswith("# ")]
     assert out.getvalue().splitlines() == shown
+
+
+def test_study_reimport_runs_on_xe_like_msm_vm_bind() -> None:
+    """The reimport workload with a VM_BIND consumer runs on xe (its VM from VM_CREATE,
+    binds and submits naming it) and costs what msm's VM_BIND consumer costs in map / unmap
+    work; xe's ioctls are its own.  Other xe workloads are refused up front."""
+    from gpuvm.study.workloads import WorkloadError, pageflip, reimport
+
+    runs = {
+        fl: reimport(
+            source="foreign",
+            pattern="close_each_frame",
+            consumer="vm_bind",
+            flavour=fl,
+            frames=6,
+            check=True,
+        )
+        for fl in ("msm", "xe")
+    }
+    assert runs["xe"].status == "ok" and runs["msm"].status == "ok"
+    keys = ("map_ops", "unmap_ops", "pages_mapped", "tlb_flushes", "vmas_created")
+    for key in keys:
+        assert getattr(runs["xe"].steady, key) == getattr(runs["msm"].steady, key)
+    assert dict(runs["xe"].steady.ioctls_by_name)["XE_VM_BIND"] == 8
+    with pytest.raises(WorkloadError):
+        reimport(consumer="legacy", flavour="xe", frames=4)
+    with pytest.raises(WorkloadError):
+        pageflip(flavour="xe", frames=4)
+
+
+def test_study_sweep_skips_what_xe_cannot_run() -> None:
+    from gpuvm.study.spec import loads_spec
+
+    spec = loads_spec(
+        '[study]\npolicies = ["gpuvm_vma_ref"]\nflavour = ["xe"]\nworkloads = ["reimport"]\n'
+    )
+    tasks = list(spec.runs())
+    skipped = {t.spec.consumer: t.skipped for t in tasks}
+    assert skipped == {"legacy": "xe runs VM_BIND re-imports only", "vm_bind": None}
