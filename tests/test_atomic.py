@@ -17,6 +17,7 @@ from gpuvm.drm.atomic import atomic_commit
 from gpuvm.drm.device import Device, snapshot
 from gpuvm.drm.file import DrmFile
 from gpuvm.drm.kms import Framebuffer
+from gpuvm.observe.checker import LifetimeChecker
 
 
 def _setup(
@@ -82,12 +83,14 @@ def test_prepare_failure_unwinds_planes_before_it(k: int) -> None:
     f.atomic([(p[0], fbs[3]), (p[1], fbs[4]), (p[2], fbs[5])])
     f.atomic([(p[0], fbs[0]), (p[1], fbs[1]), (p[2], fbs[2])])
     before = snapshot(dev)
+    checker = LifetimeChecker(dev)
     with pytest.raises(InjectedFault) as exc:
         atomic_commit(dev, [(p[0], fbs[3]), (p[1], fbs[4]), (p[2], fbs[5])], fail_prepare_at=k)
     assert exc.value.errno == E.ENOMEM
     assert snapshot(dev) == before
     assert [pl.fb for pl in p] == fbs[:3]
     dev.check_invariants()
+    assert checker.check() == []
 
 
 def test_prepare_failure_with_fresh_framebuffers_keeps_planes_and_pins() -> None:

@@ -13,6 +13,7 @@ from gpuvm.drm.bind_faults import vm_bind_fault
 from gpuvm.drm.device import Device, snapshot
 from gpuvm.drm.driver import DriverVm
 from gpuvm.drm.file import BindMap, BindUnmap, DrmFile
+from gpuvm.observe.checker import LifetimeChecker
 
 MB = 1 << 20
 BASE = 0x1_0000_0000
@@ -33,6 +34,7 @@ def _ops(h: int, g: int) -> list[BindMap | BindUnmap]:
 
 def test_failure_after_some_ops_keeps_them_and_kills_the_context() -> None:
     dev, f, h, g = _msm()
+    checker = LifetimeChecker(dev)
     ops = _ops(h, g)
     with pytest.raises(InjectedFault) as exc:
         vm_bind_fault(f, ops, 2)
@@ -45,6 +47,7 @@ def test_failure_after_some_ops_keeps_them_and_kills_the_context() -> None:
         (BASE + 2 * MB, 2 * MB, f.bo(h), 2 * MB),
     ]
     dev.check_invariants()
+    assert checker.check() == []
     before = snapshot(dev)
     for call in (lambda: f.vm_bind([BindUnmap(BASE, 4 * MB)]), f.exec):
         with pytest.raises(ContextUnusable) as err:
@@ -52,7 +55,9 @@ def test_failure_after_some_ops_keeps_them_and_kills_the_context() -> None:
         assert err.value.errno == E.EPIPE
         assert snapshot(dev) == before
     f.close()
+    assert checker.after_file_close(f) == []
     assert dev.close() == []
+    assert checker.after_teardown(dev) == []
 
 
 def test_failure_of_the_first_op_changes_nothing() -> None:

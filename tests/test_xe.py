@@ -28,6 +28,7 @@ from gpuvm.drm import xe
 from gpuvm.drm.device import Device, snapshot
 from gpuvm.drm.file import BindMap, BindUnmap, DrmFile
 from gpuvm.drm.xe import BindUnmapAll
+from gpuvm.observe.checker import LifetimeChecker
 
 MB = 1 << 20
 K64 = 0x10000
@@ -241,11 +242,13 @@ def test_failed_bind_is_unwound(k: int) -> None:
     ]
     before = snapshot(dev)
     layout = f.vms[vm].layout()
+    checker = LifetimeChecker(dev)
     with pytest.raises(InjectedFault) as exc:
         xe.vm_bind(f, vm, ops, fail_at=k, errno=E.ENOSPC)
     assert exc.value.errno == E.ENOSPC
     assert snapshot(dev) == before and f.vms[vm].layout() == layout
     dev.check_invariants()
+    assert checker.check() == []
     xe.vm_bind(f, vm, ops)  # the same array still applies afterwards
     dev.check_invariants()
     assert [e for e in f.vms[vm].layout() if e[2] is f.bo(g)] == []
