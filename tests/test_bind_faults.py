@@ -1,6 +1,7 @@
-"""Fault injection in an msm VM_BIND array (``vm_bind_job_prepare`` in msm_gem_vma.c): op k
-fails after ops 0..k-1 ran; they are not undone, the VM becomes unusable (for k > 0) and
-later SUBMIT / VM_BIND are ``-EPIPE``.  Contrast: xe unwinds (tests/test_xe.py)."""
+"""Fault injection in a VM_BIND array: op k fails after ops 0..k-1 ran.  msm
+(``vm_bind_job_prepare`` in msm_gem_vma.c): they are not undone, the VM becomes unusable
+(for k > 0) and later SUBMIT / VM_BIND are ``-EPIPE``.  nouveau
+(``nouveau_uvmm_bind_job_submit``) and xe (tests/test_xe.py) unwind."""
 
 from __future__ import annotations
 
@@ -76,7 +77,33 @@ def test_validation_errors_come_first_and_change_nothing() -> None:
     with pytest.raises(InvalidRange):
         vm_bind_fault(f, [*_ops(h, g), BindMap(BASE + 0x800, MB, g)], 2)
     assert snapshot(dev) == before
-    nv = Device("nouveau", planes=0).open()
-    nv.vm_init()
+    xe_file = Device("xe", planes=0).open()
     with pytest.raises(NotSupported):
-        vm_bind_fault(nv, [BindMap(0x10_0000_0000, MB)], 0)
+        vm_bind_fault(xe_file, [BindMap(0x10_0000_0000, MB)], 0)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_nouveau_unwinds_the_prepared_ops(k: int) -> None:
+    """``nouveau_uvmm_bind_job_submit``: a failure while preparing op k jumps to ``unwind``
+    (``nouveau_uvmm_sm_*_prepare_unwind`` in reverse): the VM is exactly as before and stays
+    usable."""
+    dev = Device("nouveau", "gpuvm_vma_ref", planes=0)
+    f = dev.open()
+    f.vm_init()
+    base = dev.context_window[0]
+    h, g = f.create_bo(4 * MB), f.create_bo(MB)
+    f.vm_bind([BindMap(base, 4 * MB, h)])
+    ops: list[BindMap | BindUnmap] = [
+        BindMap(base + MB, MB, g),
+        BindUnmap(base, MB),
+        BindMap(base + 8 * MB, MB, h),
+    ]
+    before = snapshot(dev)
+    checker = LifetimeChecker(dev)
+    with pytest.raises(InjectedFault):
+        vm_bind_fault(f, ops, k)
+    assert snapshot(dev) == before
+    dev.check_invariants()
+    assert checker.check() == []
+    f.vm_bind(ops)
+    dev.check_invariants()

@@ -55,16 +55,14 @@ from gpuvm.core.args import check_handle, check_instance, check_int, check_seque
 from gpuvm.core.errors import (
     ArgumentTypeError,
     BadHandle,
-    GpuvmError,
-    InjectedFault,
     InvalidRange,
     InvalidValue,
     NoSuchObject,
 )
-from gpuvm.core.ops import MapOp, MapRequest, OpList, RemapOp, UnmapOp
+from gpuvm.core.ops import MapRequest, OpList
 from gpuvm.core.refs import Holder
 from gpuvm.core.u64 import check_u64
-from gpuvm.core.va import Va
+from gpuvm.drm.bind_faults import commit_then_unwind
 from gpuvm.drm.dmabuf import revalidate_import
 from gpuvm.drm.driver import Bo, DriverVm, Job
 from gpuvm.drm.file import MAX_BIND_OPS, BindMap, BindUnmap
@@ -329,97 +327,22 @@ def vm_bind(
         vm.put(_BIND)
 
 
-# --- xe's parse / commit / unwind (the failure path) ---------------------------------------
-
-
-@attrs.define(slots=True)
-class _Committed:
-    """What ``xe_vma_op_commit`` did for one op, for ``xe_vma_op_unwind``."""
-
-    inserted: list[Va] = attrs.field(factory=list)
-    """New VMAs (MAP, REMAP prev/next): created linked, then inserted."""
-    removed: list[Va] = attrs.field(factory=list)
-    """VMAs taken out of the tree (UNMAP, REMAP's old VMA): still linked."""
-
-
-def _commit(vm: DriverVm, lst: OpList) -> _Committed:
-    """``vm_bind_ioctl_ops_parse``: new VMAs are created linked to their VmBo
-    (``xe_vma_create``: ``drm_gpuvm_bo_obtain``, ``drm_gpuvm_bo_extobj_add``,
-    ``drm_gpuva_link``), and ``xe_vma_op_commit`` removes the old VMAs from the tree (they
-    stay linked until the bind completes) and inserts the new ones."""
-    done = _Committed()
-    for op in lst.ops:
-        if isinstance(op, MapOp):
-            va = Va(op.addr, op.range, op.obj, op.offset, sparse=op.obj is None)
-            vm._insert(va)
-            if op.obj is not None:
-                vm_bo = vm.bo_obtain(op.obj, _BIND)
-                vm_bo.extobj_add()
-                vm.link(va, vm_bo)
-                vm_bo.put(_BIND)
-            done.inserted.append(va)
-        elif isinstance(op, RemapOp):
-            old = op.unmap.va
-            vm._remove(old)
-            done.removed.append(old)
-            for piece in (op.prev, op.next):
-                if piece is None:
-                    continue
-                nva = Va(
-                    piece.addr,
-                    piece.range,
-                    piece.obj,
-                    piece.offset,
-                    sparse=old.sparse,
-                    invalidated=old.invalidated,
-                    user_flags=old.user_flags,
-                )
-                vm._insert(nva)
-                if old.vm_bo is not None:
-                    vm.link(nva, old.vm_bo)
-                done.inserted.append(nva)
-        elif isinstance(op, UnmapOp) and op.va.inserted:  # not one an earlier op removed
-            vm._remove(op.va)
-            done.removed.append(op.va)
-    return done
-
-
-def _unwind(vm: DriverVm, done: _Committed) -> None:
-    """``xe_vma_op_unwind`` of one op: destroy its new VMAs (remove, unlink: a VmBo made for
-    them dies again), re-insert the VMAs it removed."""
-    for va in reversed(done.inserted):
-        vm._remove(va)
-        if va.vm_bo is not None:
-            vm.unlink(va)
-        va.freed = True
-    for va in reversed(done.removed):
-        vm._insert(va)
+# --- the failure path ----------------------------------------------------------------------
 
 
 def _staged_failure(
     vm: DriverVm, items: Sequence[XeBindOp], bos: Sequence[Bo | None], fail_at: int, errno: int
 ) -> None:
-    """Commit ops ``0..fail_at-1`` one after the other, fail op ``fail_at``, then
-    ``vm_bind_ioctl_ops_unwind`` (ops in reverse).  The tree, VmBos and extobj list are as
-    before; the VM's layout generation is put back too, so op lists built before the bind
-    stay valid, as the kernel's would."""
-    generation = vm.generation
-    committed: list[_Committed] = []
-    try:
-        for i, (op, bo) in enumerate(zip(items, bos, strict=True)):
-            if i == fail_at:
-                raise InjectedFault(
-                    f"vm_bind_ioctl_ops_create of op {i} failed (injected)", errno=errno
-                )
-            lst = _op_list(vm, op, bo)
-            if lst is not None:
-                committed.append(_commit(vm, lst))
-    except GpuvmError:
-        for done in reversed(committed):
-            _unwind(vm, done)
-        vm.generation = generation
-        vm._issued.clear()
-        raise
+    """Commit ops ``0..fail_at-1`` one after the other (``vm_bind_ioctl_ops_parse``:
+    ``xe_vma_create`` links new VMAs at creation, ``xe_vma_op_commit`` takes old ones out of
+    the tree, still linked), fail op ``fail_at`` (``vm_bind_ioctl_ops_create``), then
+    ``vm_bind_ioctl_ops_unwind`` (:func:`gpuvm.drm.bind_faults.commit_then_unwind`)."""
+    builders = [
+        (lambda op=op, bo=bo: _op_list(vm, op, bo)) for op, bo in zip(items, bos, strict=True)
+    ]
+    commit_then_unwind(
+        vm, builders, fail_at, errno, where="vm_bind_ioctl_ops_create", _bind_holder=_BIND
+    )
 
 
 # --- submit -------------------------------------------------------------------------------
