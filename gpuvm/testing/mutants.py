@@ -202,8 +202,8 @@ def cache_imports_by_fd() -> Iterator[None]:
 
 @contextlib.contextmanager
 def bool_handles_accepted() -> Iterator[None]:
-    """The type contract without its ``bool`` check: ``gem_close(True)`` finds handle 1,
-    removes it, then fails on the put (the refusal changes the model)."""
+    """The type contract without its ``bool`` check: ``gem_close(True)`` finds handle 1 and
+    closes it instead of refusing the ill-typed argument (``-EINVAL``)."""
     import gpuvm.drm.file
     from gpuvm.core.args import check_u32
 
@@ -292,7 +292,7 @@ MUTANTS: dict[str, Mutant] = {
         ),
         Mutant(
             "bool_handles_accepted",
-            "True taken as handle 1: gem_close(True) closes it, then underflows",
+            "True taken as handle 1: gem_close(True) closes handle 1 instead of refusing",
             "legacy_pre_6_17",
             "api",
             bool_handles_accepted,
