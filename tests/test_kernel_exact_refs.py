@@ -309,3 +309,35 @@ def test_xe_pin_is_tt_only_and_refuses_a_vram_only_buffer() -> None:
     assert "xe_bo_migrate" in str(err)
     b = d.attach("dgpu2", DGPU2, p2p_ops())
     refused_dmabuf(mem, d, lambda: d.pin(b), InvalidValue, E.EINVAL)
+
+
+def test_traces_and_scenarios_record_the_kernel_configuration() -> None:
+    """A ``device`` trace op takes ``dmabuf_move_notify``; the recorded line keeps it when
+    it differs from the profile, so a replay builds the same exporter.  Every dma-buf
+    scenario result names its kernel profile and the option."""
+    from gpuvm.observe.trace import replay
+    from gpuvm.study.dmabuf_scenarios import run
+
+    head = '{"format": "gpuvm-trace", "version": 1}\n'
+    line = '{"op": "device", "id": "d0", "flavour": "msm", "policy": "gpuvm_vma_ref"'
+    r = replay(head + line + ', "dmabuf_move_notify": true}\n')
+    assert r.session.obj("d0").dmabuf_move_notify is True
+    assert '"dmabuf_move_notify": true' in r.session.dumps()
+    assert "dmabuf_move_notify" not in replay(head + line + "}\n").session.dumps()
+    (res,) = run("S2")
+    assert res.kernel == "mainline" and res.move_notify is True
+    assert res.as_dict()["kernel"] == "mainline"
+    (stock,) = run("S2", move_notify=False)
+    assert stock.move_notify is False
+
+
+def test_cli_dmabuf_stock_kernel(capsys: pytest.CaptureFixture[str]) -> None:
+    """``gpuvm dmabuf --stock-kernel`` runs the scenarios without the option and says so:
+    the ping-pong of S5 is gone, the import being pinned in GTT at its first map."""
+    from gpuvm.study.cli import main
+
+    assert main(["dmabuf", "--scenario", "S5", "--stock-kernel"]) == 0
+    out = capsys.readouterr().out
+    assert "[CONFIG_DMABUF_MOVE_NOTIFY=n]" in out and "pins 1 (GTT" in out
+    assert main(["dmabuf", "--scenario", "S5"]) == 0
+    assert "CONFIG_DMABUF_MOVE_NOTIFY" not in capsys.readouterr().out
