@@ -229,6 +229,37 @@ def plane_index_unchecked() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def reference_per_handle() -> Iterator[None]:
+    """Every GEM handle holds its own buffer reference (the model before it followed
+    ``drm_gem_handle_create_tail``, where all handles share one, ``Bo.handle_ref``): the
+    checker sees a handle holding what no edge explains and the handles' edge without its
+    reference."""
+    from gpuvm.drm.file import DrmFile, handle_holder
+
+    new, close = DrmFile._new_handle, DrmFile._close_handle
+
+    def _new_handle(self: Any, bo: Any) -> int:
+        h: int = new(self, bo)
+        bo.get(handle_holder(self, h))
+        if bo.refs.count(bo.handle_ref):
+            bo.put(bo.handle_ref)
+        return h
+
+    def _close_handle(self: Any, handle: int) -> None:
+        bo = self.handles[handle]
+        if bo.handle_count == 1:
+            bo.get(bo.handle_ref)  # what the unpatched close drops at the last handle
+        close(self, handle)
+        bo.put(handle_holder(self, handle))
+
+    with (
+        patched(DrmFile, "_new_handle", _new_handle),
+        patched(DrmFile, "_close_handle", _close_handle),
+    ):
+        yield
+
+
 class SkipUnmapAtHandleClose(GpuvmVmaRef):
     """msm 6.17 with the handle-close teardown forgotten: neither the handle's ``vma_ref``
     nor the legacy context VMA is dropped when a handle closes."""
@@ -296,6 +327,13 @@ MUTANTS: dict[str, Mutant] = {
             "legacy_pre_6_17",
             "api",
             bool_handles_accepted,
+        ),
+        Mutant(
+            "reference_per_handle",
+            "each GEM handle holds its own buffer reference instead of all sharing one",
+            "gpuvm_vma_ref",
+            "legacy",
+            reference_per_handle,
         ),
         Mutant(
             "plane_index_unchecked",
