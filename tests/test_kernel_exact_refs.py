@@ -173,6 +173,13 @@ def test_kernel_profile_selects_the_obtain_api() -> None:
             f.set_param_vm_bind()
             f.vm_bind([BindMap(1 << 32, P, f.create_bo(P))])
             assert isinstance(f.vm, GpuVm) and f.vm.obtain_locked is newest
+    from gpuvm.drm import xe
+
+    for kernel, newest in (("mainline", True), ("6.17", False)):
+        dev = Device("xe", planes=0, kernel=kernel)
+        f = dev.open()
+        vm = f.vms[xe.vm_create(f)]
+        assert vm.obtain_locked is newest  # xe_vm_create_ioctl's VMs too
 
 
 # --- deviation 6: msm_gem_unpin_iova before 3bebfd53af0f ----------------------------------------

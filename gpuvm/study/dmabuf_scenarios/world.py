@@ -176,8 +176,9 @@ class _World:
         self.shared: list[DmaBuf] = []
 
     def device(self, caps: DeviceCaps, **loc: str) -> Device:
+        flavour = "xe" if caps.driver == "xe" else "nouveau"  # the ioctl tables of its driver
         dev = Device(
-            "nouveau",
+            flavour,
             name=caps.name,
             display=False,
             caps=caps,
