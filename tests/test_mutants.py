@@ -58,6 +58,8 @@ def test_patches_are_undone(mutant: Mutant) -> None:
             gpuvm.drm.prime.fd_to_handle,
             gpuvm.drm.file.check_handle,  # type: ignore[attr-defined]
             Device.plane,
+            gpuvm.drm.file.DrmFile._new_handle,
+            gpuvm.drm.file.DrmFile._close_handle,
         )
 
     before = state()
