@@ -33,6 +33,7 @@ from gpuvm.core.errors import (
     VaInUse,
     ZeroRange,
 )
+from gpuvm.core.compiled import compiled
 from gpuvm.core.events import EventBus, EventLog
 from gpuvm.core.gem import GemObject, Lock, Resv, locked
 from gpuvm.core.ops import (
@@ -142,6 +143,7 @@ __all__ = [
     "ZeroRange",
     "budget_pct",
     "builtin_presets",
+    "compiled",
     "explain",
     "frame_ms",
     "gem_evict",

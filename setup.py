@@ -1,0 +1,29 @@
+"""Build script: pure Python by default; ``GPUVM_COMPILE=1`` compiles the core with mypyc.
+
+Everything else (metadata, packages, data) is in ``pyproject.toml``.  The in-tree build
+backend (``_build_backend/gpuvm_backend.py``) adds mypy to the build requirements when
+``GPUVM_COMPILE=1`` is set, so ``GPUVM_COMPILE=1 pip install .`` works with build isolation.
+See ``docs/compiled.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from setuptools import setup
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_build_backend"))
+from gpuvm_backend import COMPILED_MODULES, compile_requested
+
+
+def ext_modules() -> list[object]:
+    if not compile_requested():
+        return []
+    from mypyc.build import mypycify
+
+    paths = [os.path.join(*m.split(".")) + ".py" for m in COMPILED_MODULES]
+    return list(mypycify(paths, opt_level="3", group_name="gpuvm_core"))
+
+
+setup(ext_modules=ext_modules())
