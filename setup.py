@@ -14,13 +14,19 @@ import sys
 from setuptools import setup
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_build_backend"))
-from gpuvm_backend import COMPILED_MODULES, compile_requested
+from gpuvm_backend import COMPILED_MODULES, REQUIRES_ONLY, compile_requested
 
 
 def ext_modules() -> list[object]:
-    if not compile_requested():
+    if not compile_requested() or os.environ.get(REQUIRES_ONLY):
         return []
-    from mypyc.build import mypycify
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        raise SystemExit(
+            "GPUVM_COMPILE=1 needs mypy (with mypyc) in the build environment: build with "
+            "pip's build isolation, or install mypy first"
+        ) from None
 
     paths = [os.path.join(*m.split(".")) + ".py" for m in COMPILED_MODULES]
     return list(mypycify(paths, opt_level="3", group_name="gpuvm_core"))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
+from typing import Any
 
 from setuptools import build_meta as _setuptools
 from setuptools.build_meta import *  # noqa: F403  (the PEP 517 hooks not overridden here)
@@ -43,11 +45,24 @@ def _extra() -> list[str]:
     return [MYPYC_REQUIREMENT] if compile_requested() else []
 
 
+REQUIRES_ONLY = "_GPUVM_BUILD_REQUIRES_ONLY"
+"""Set while setuptools runs ``setup.py`` only to learn the build requirements: mypy is not
+installed yet then, so ``setup.py`` must not compile (it does in the build proper)."""
+
+
+def _requires(hook: Callable[[Any], list[str]], config_settings: Any) -> list[str]:
+    os.environ[REQUIRES_ONLY] = "1"
+    try:
+        return [*hook(config_settings), *_extra()]
+    finally:
+        del os.environ[REQUIRES_ONLY]
+
+
 def get_requires_for_build_wheel(config_settings: dict[str, object] | None = None) -> list[str]:
-    return [*_setuptools.get_requires_for_build_wheel(config_settings), *_extra()]
+    return _requires(_setuptools.get_requires_for_build_wheel, config_settings)
 
 
 def get_requires_for_build_editable(
     config_settings: dict[str, object] | None = None,
 ) -> list[str]:
-    return [*_setuptools.get_requires_for_build_editable(config_settings), *_extra()]
+    return _requires(_setuptools.get_requires_for_build_editable, config_settings)

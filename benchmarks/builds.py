@@ -2,8 +2,9 @@
 
 ``pure``: the checkout itself on ``PYTHONPATH`` (interpreted, as ``pip install .``).
 ``compiled``: ``GPUVM_COMPILE=1 pip wheel`` of the checkout installed with ``--target`` into
-``benchmarks/.builds/compiled-<hash of the sources>`` (built once per source state, with
-build isolation, so it needs a C compiler and the package index that ``pip`` uses).
+``$XDG_CACHE_HOME/gpuvm-model/bench-builds/compiled-<hash of the sources>`` (``~/.cache`` by
+default; built once per source state, with build isolation, so it needs a C compiler and the
+package index that ``pip`` uses).
 
 :func:`run_child` runs a benchmark script in a fresh interpreter against one build and returns
 its ``--json`` output; the child checks that it got the build it was meant to
@@ -22,7 +23,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILDS = ROOT / "benchmarks" / ".builds"
+BUILDS = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    / "gpuvm-model"
+    / "bench-builds"
+)
 
 C_SM_MAP_APPLY_1E5 = 490_000
 """sm_map+apply per second of the C ``drm_gpuvm.c`` algorithm compiled in userspace at 1e5

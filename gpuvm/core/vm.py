@@ -4,9 +4,14 @@
 its own reference count (``drm_gpuvm_init``, ``drm_gpuvm_resv_object_alloc``).  Its
 behaviour is written as functions taking the VM first, as the kernel's ``drm_gpuvm_*`` /
 ``drm_gpuva_*`` functions take ``struct drm_gpuvm *``, one module per section of
-``drivers/gpu/drm/drm_gpuvm.c``; the class binds each of them as a method, with no wrapper
-(a method call is one Python call), and the bodies call each other through the VM (so a
-subclass override or a patched ``GpuVm.<name>`` is what every caller runs):
+``drivers/gpu/drm/drm_gpuvm.c``.  The class declares each method with the body's
+signature, calling it; interpreted (the default build), :func:`_bind_sections` then makes
+each method the section function itself (a method call is one Python call, no wrapper).  The
+bodies call each other through the VM, so a subclass override or a patched
+``GpuVm.<name>`` is what every caller runs.  Compiled (``GPUVM_COMPILE=1``, see
+``docs/compiled.md``) the class is a mypyc native class allowing interpreted subclasses: its
+methods call the compiled bodies directly, an interpreted subclass's overrides (and patches
+of ``GpuVm`` seen through such a subclass) still run, a plain ``GpuVm`` ignores patches.
 
 * :mod:`gpuvm.core.vm_locks`: lock-held checks, IMMEDIATE_MODE, fence-signalling sections;
 * :mod:`gpuvm.core.vm_tree`: range validation, lookups, ``drm_gpuva_insert`` / ``remove``;
@@ -633,7 +638,7 @@ _SECTIONS: tuple[tuple[ModuleType, tuple[str, ...]], ...] = (
 
 def _bind_sections() -> None:
     """Interpreted: make each method the section function itself, as ``GpuVm.x =
-    vm_x.f`` would, so a call is one Python call and ``GpuVm.__dict__[name]`` is that
+    vm_x.f`` would, so a call is one Python call and ``vars(GpuVm)[name]`` is that
     function.  Skipped for a method that is compiled (mypyc: the class is native and
     its methods call the bodies directly) and for a body that is compiled (a compiled
     function does not bind as a method; the wrapper above does it)."""
