@@ -6,6 +6,7 @@ op; the legacy path (``legacy``), the driver layer (``gpuvm.drm``), the observer
 (``gpuvm.observe``) and the studies (``gpuvm.study``) build on it, in that order.
 """
 
+from gpuvm.core.compiled import compiled
 from gpuvm.core.errors import (
     AlreadyInserted,
     ArgumentTypeError,
@@ -33,7 +34,6 @@ from gpuvm.core.errors import (
     VaInUse,
     ZeroRange,
 )
-from gpuvm.core.compiled import compiled
 from gpuvm.core.events import EventBus, EventLog
 from gpuvm.core.gem import GemObject, Lock, Resv, locked
 from gpuvm.core.ops import (
