@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,9 +58,13 @@ def compiled_site() -> Path:
     print(f"building the compiled core into {site} (once per source state)...", file=sys.stderr)
     env = {**os.environ, "GPUVM_COMPILE": "1"}
     with tempfile.TemporaryDirectory() as wheels:
+        src = Path(wheels) / "src"  # pip builds in the source tree: build a copy
+        shutil.copytree(
+            ROOT, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__")
+        )
         pip = [sys.executable, "-m", "pip"]
         subprocess.run(
-            [*pip, "wheel", "--no-deps", "--quiet", "--wheel-dir", wheels, str(ROOT)],
+            [*pip, "wheel", "--no-deps", "--quiet", "--wheel-dir", wheels, str(src)],
             check=True,
             env=env,
         )
