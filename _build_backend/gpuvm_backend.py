@@ -41,8 +41,12 @@ def compile_requested() -> bool:
     return os.environ.get("GPUVM_COMPILE", "").strip() == "1"
 
 
+TYPE_CHECK_REQUIREMENTS = ("attrs>=23.1", "sortedcontainers>=2.4,<3")
+"""The runtime dependencies mypyc's type check of the compiled modules imports."""
+
+
 def _extra() -> list[str]:
-    return [MYPYC_REQUIREMENT] if compile_requested() else []
+    return [MYPYC_REQUIREMENT, *TYPE_CHECK_REQUIREMENTS] if compile_requested() else []
 
 
 REQUIRES_ONLY = "_GPUVM_BUILD_REQUIRES_ONLY"
