@@ -11,6 +11,9 @@ the steady-state counts (eager: 1 map + 1 unmap per flip; legacy: 0 / 0).
 Targets (issue 4): at least 50k flips/s for ``gpuvm_eager`` with counters on, several
 times that for ``legacy_pre_6_17``.
 
+``--compare`` runs every policy under the pure and the compiled build (``GPUVM_COMPILE=1``,
+built once by ``builds.py``), each in its own interpreter, next to the floor.
+
 ``--floor`` also runs ``bench_floor.py`` (the same state changes as flat, check-free
 Python) and prints each policy's fraction of that floor: a figure that does not depend on
 how fast the machine is.  ``instructions.sh`` counts instructions per flip under
@@ -58,6 +61,50 @@ def measure(policy: str, frames: int, *, counters: bool) -> tuple[float, dict[st
     return time.perf_counter() - t0, {}
 
 
+def compare(args: argparse.Namespace, policies: list[str], argv: list[str]) -> int:
+    """Each policy under the pure and the compiled build (each in its own interpreter,
+    runs interleaved, best of ``--repeat``), against the floor loop measured here."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_floor import floor_flips_per_s
+    from builds import compiled_site, run_child
+
+    compiled_site()  # build first, outside the timed runs
+    child = ["--frames", str(args.frames), "--repeat", "1"]
+    if args.no_counters:
+        child.append("--no-counters")
+    best: dict[tuple[str, str], float] = {}
+    load0 = os.getloadavg()[0]
+    for _ in range(args.repeat):
+        for policy in policies:
+            for build in ("pure", "compiled"):
+                (r,) = run_child("bench_flips.py", build, [*child, "--policy", policy])
+                key = (policy, build)
+                best[key] = max(best.get(key, 0.0), float(r["flips_per_s"]))
+    floors = {
+        p: floor_flips_per_s(p if p in EXPECT else "gpuvm_eager", args.frames, args.repeat)
+        for p in policies
+    }
+    load1 = os.getloadavg()[0]
+    print(f"Command: `python benchmarks/bench_flips.py {' '.join(argv)}`".rstrip())
+    print(
+        f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load {load0:.2f} at start, {load1:.2f} at end; {args.frames} flips per run, best of "
+        f"{args.repeat} interleaved runs; counters {'off' if args.no_counters else 'on'}"
+    )
+    print()
+    print(
+        "| policy | pure flips/s | compiled flips/s | compiled / pure | floor flips/s "
+        "| pure / floor | compiled / floor |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for p in policies:
+        a, b, f = best[(p, "pure")], best[(p, "compiled")], floors[p]
+        print(
+            f"| `{p}` | {a:,.0f} | {b:,.0f} | {b / a:.2f}x | {f:,.0f} | {a / f:.0%} | {b / f:.0%} |"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--frames", type=int, default=100_000, help="flips per run (default 1e5)")
@@ -70,10 +117,22 @@ def main(argv: list[str] | None = None) -> int:
         "--floor", action="store_true", help="also run the flat floor loop (bench_floor.py)"
     )
     ap.add_argument("--json", action="store_true", help="print results as JSON")
+    ap.add_argument(
+        "--compare",
+        action="store_true",
+        help="pure and compiled builds side by side (benchmarks/builds.py), with the floor",
+    )
+    ap.add_argument("--child-build", choices=("pure", "compiled"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.frames <= 10 or args.repeat <= 0:
         ap.error("--frames must be > 10 and --repeat > 0")
     policies = args.policy or ["gpuvm_eager", "legacy_pre_6_17"]
+    if args.child_build is not None:
+        from builds import check_build
+
+        check_build(args.child_build)
+    if args.compare:
+        return compare(args, policies, list(argv if argv is not None else sys.argv[1:]))
     results = []
     for policy in policies:
         best = float("inf")

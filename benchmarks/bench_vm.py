@@ -1,7 +1,9 @@
 """Throughput of the GPUVM core's hot paths, against a naive split/merge on ``intervaltree``.
 
-Run ``python benchmarks/bench_vm.py`` (``--quick`` for a smoke run).  For each size N of
-the existing layout (1e3, 1e4, 1e5 VAs) it measures, in operations per second:
+Run ``python benchmarks/bench_vm.py`` (``--quick`` for a smoke run; ``--compare`` for the
+gpuvm rows under the pure and the compiled build side by side, see ``builds.py``).  For
+each size N of the existing layout (1e3, 1e4, 1e5 VAs) it measures, in operations per
+second:
 
 * ``sm_map+apply``: ``vm.sm_map_ops(MapRequest)`` then ``vm.apply(ops)``, with requests
   that overlap 0 to 2 existing VAs (the layout is VAs of 16 units every 32 units; a
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import random
@@ -219,6 +222,64 @@ def check_same_result(n: int, seed: int) -> None:
     core.vm.check_invariants()
 
 
+def _gpuvm_only(args: argparse.Namespace) -> dict[str, float]:
+    """The gpuvm rows alone (a ``--compare`` child): ``"workload|N" -> ops/s``, best of
+    ``--repeat``."""
+    out: dict[str, float] = {}
+    for n in args.sizes:
+        for w in WORKLOADS:
+            out[f"{w}|{n}"] = max(
+                measure(CoreBench, n, w, args.ops, args.seed) for _ in range(args.repeat)
+            )
+    return out
+
+
+def compare(args: argparse.Namespace, argv: list[str]) -> int:
+    """Pure and compiled builds side by side, each in its own interpreter, runs
+    interleaved (pure, compiled, pure, ...; best of ``--repeat`` each), plus the ratio of
+    the compiled sm_map+apply to the C figure."""
+    from builds import C_SM_MAP_APPLY_1E5, compiled_site, run_child
+
+    compiled_site()  # build first, outside the timed runs
+    child = ["--sizes", *map(str, args.sizes), "--ops", str(args.ops), "--seed", str(args.seed)]
+    best: dict[str, dict[str, float]] = {"pure": {}, "compiled": {}}
+    load0 = os.getloadavg()[0]
+    for _ in range(args.repeat):
+        for build in best:
+            for key, ops in run_child("bench_vm.py", build, [*child, "--repeat", "1"]).items():
+                best[build][key] = max(best[build].get(key, 0.0), ops)
+    load1 = os.getloadavg()[0]
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"Command: `python benchmarks/bench_vm.py {' '.join(argv)}`".rstrip())
+    print(
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}; {now}; 1-min load average {load0:.1f} at start, "
+        f"{load1:.1f} at end; best of {args.repeat} interleaved runs per build"
+    )
+    print()
+    print("| workload | existing VAs | pure ops/s | compiled ops/s | compiled / pure |")
+    print("|---|---:|---:|---:|---:|")
+    for w in WORKLOADS:
+        for n in args.sizes:
+            a, b = best["pure"][f"{w}|{n}"], best["compiled"][f"{w}|{n}"]
+            print(f"| {w} | {n:,} | {a:,.0f} | {b:,.0f} | {b / a:.2f}x |")
+    hi = max(args.sizes)
+    if hi == 100_000:
+        c = C_SM_MAP_APPLY_1E5
+        got = best["compiled"][f"sm_map+apply|{hi}"]
+        pure = best["pure"][f"sm_map+apply|{hi}"]
+        print()
+        print(
+            f"- sm_map+apply at 100,000 VAs vs the C drm_gpuvm.c algorithm ({c:,}/s, issue 18): "
+            f"pure {c / pure:.1f}x slower, compiled {c / got:.1f}x slower "
+            f"(goal: within 4x, i.e. >= {c // 4:,}/s: {'met' if got * 4 >= c else 'not met'})"
+        )
+    return 0
+
+
+WORKLOADS = ("sm_map+apply", "sm_unmap+apply", "find_first")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
@@ -226,11 +287,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=5, help="runs per measurement (best is kept)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="sizes 1e3 and 1e4, 500 ops, 1 run")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="gpuvm only, pure and compiled builds side by side (benchmarks/builds.py), "
+        "with the ratio to the C figure",
+    )
+    p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a --compare child
+    p.add_argument("--child-build", choices=("pure", "compiled"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.ops, args.repeat = [1_000, 10_000], 500, 1
+    if args.child_build is not None:
+        from builds import check_build
+
+        check_build(args.child_build)
+        check_same_result(min(args.sizes), args.seed)
+        print(json.dumps(_gpuvm_only(args)))
+        return 0
+    if args.compare:
+        return compare(args, list(argv if argv is not None else sys.argv[1:]))
     check_same_result(min(args.sizes), args.seed)
-    workloads = ("sm_map+apply", "sm_unmap+apply", "find_first")
+    workloads = WORKLOADS
     impls: list[tuple[str, Impl]] = [("gpuvm", CoreBench), ("intervaltree", TreeBench)]
     results: dict[tuple[str, str, int], float] = {}
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -6,6 +6,7 @@ op; the legacy path (``legacy``), the driver layer (``gpuvm.drm``), the observer
 (``gpuvm.observe``) and the studies (``gpuvm.study``) build on it, in that order.
 """
 
+from gpuvm.core.compiled import compiled
 from gpuvm.core.errors import (
     AlreadyInserted,
     ArgumentTypeError,
@@ -151,6 +152,7 @@ __all__ = [
     "atomic_commit",
     "budget_pct",
     "builtin_presets",
+    "compiled",
     "explain",
     "frame_ms",
     "gem_evict",

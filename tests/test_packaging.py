@@ -20,7 +20,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_python_dash_m_gpuvm_prints_the_version() -> None:
     out = run("--version")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == f"gpuvm-model {gpuvm.__version__}"
+    build = "compiled" if gpuvm.compiled() else "pure"
+    assert out.stdout.strip() == f"gpuvm-model {gpuvm.__version__} (core: {build})"
 
 
 def test_plain_gpuvm_prints_help_and_runs_nothing() -> None:

@@ -54,6 +54,7 @@ from gpuvm import (
     VaInUse,
     VmBo,
     ZeroRange,
+    compiled,
 )
 from gpuvm.core.events import Freed
 
@@ -260,6 +261,11 @@ CASES: list[Case] = [
 def test_rejection_leaves_model_unchanged(
     name: str, call: Callable[[Scene], Any], exc: type[GpuvmError], err: int
 ) -> None:
+    if name == "insert float addr" and compiled():
+        pytest.skip(
+            "compiled core: mypyc refuses a float for an int parameter with its own TypeError "
+            "before the model's check (docs/compiled.md)"
+        )
     s = scene()
     if name == "close without owner ref":
         s.vm.get(Holder("keeper"))  # so that dropping OWNER first does not free the VM

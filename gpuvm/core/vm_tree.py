@@ -32,9 +32,11 @@ if TYPE_CHECKING:
     from gpuvm.core.vm import GpuVm
 
 
-def range_valid(vm: GpuVm, addr: int, range: int) -> bool:
+def range_valid(vm: GpuVm, addr: object, range: object) -> bool:
     """``drm_gpuvm_range_valid``: no u64 overflow, inside the window, outside the
-    kernel-reserved node.  A zero range passes, as in the kernel."""
+    kernel-reserved node.  A zero range passes, as in the kernel; a value that is not an
+    ``int`` is simply not a valid range (typed ``object`` so the compiled build answers
+    False too instead of refusing the argument)."""
     if type(addr) is not int or type(range) is not int:
         return False
     if addr < 0 or range < 0 or addr > U64_MAX or range > U64_MAX:

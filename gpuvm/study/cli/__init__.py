@@ -98,8 +98,9 @@ Without a command, `gpuvm` prints this help."""
 
 def _version() -> str:
     from gpuvm import __version__
+    from gpuvm.core.compiled import core_build
 
-    return __version__
+    return f"{__version__} (core: {core_build()})"
 
 
 def build_parser() -> argparse.ArgumentParser:

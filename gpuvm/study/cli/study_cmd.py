@@ -167,10 +167,12 @@ def provenance(spec: StudySpec, executor: str) -> dict[str, object]:
     import datetime
 
     from gpuvm import __version__
+    from gpuvm.core.compiled import core_build
 
     return {
         "library": "gpuvm-model",
         "version": __version__,
+        "core": core_build(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "spec": spec.as_dict(),
         "presets": {p.name: p.as_dict() for p in spec.presets()},

@@ -1,0 +1,99 @@
+"""The two builds of the package, side by side, for ``--compare`` in the benchmarks.
+
+``pure``: the checkout itself on ``PYTHONPATH`` (interpreted, as ``pip install .``).
+``compiled``: ``GPUVM_COMPILE=1 pip wheel`` of the checkout installed with ``--target`` into
+``$XDG_CACHE_HOME/gpuvm-model/bench-builds/compiled-<hash of the sources>`` (``~/.cache`` by
+default; built once per source state, with build isolation, so it needs a C compiler and the
+package index that ``pip`` uses).
+
+:func:`run_child` runs a benchmark script in a fresh interpreter against one build and returns
+its ``--json`` output; the child checks that it got the build it was meant to
+(``gpuvm.compiled()``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILDS = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    / "gpuvm-model"
+    / "bench-builds"
+)
+
+C_SM_MAP_APPLY_1E5 = 490_000
+"""sm_map+apply per second of the C ``drm_gpuvm.c`` algorithm compiled in userspace at 1e5
+VAs on this machine class, as recorded in issue 18 (not re-measured by these scripts)."""
+
+
+def _source_hash() -> str:
+    h = hashlib.sha256()
+    files = sorted(
+        p
+        for d in ("gpuvm", "legacy", "_build_backend")
+        for p in (ROOT / d).rglob("*")
+        if p.is_file() and p.suffix in (".py", ".toml") and "__pycache__" not in p.parts
+    )
+    for p in [*files, ROOT / "setup.py", ROOT / "pyproject.toml"]:
+        h.update(str(p.relative_to(ROOT)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def compiled_site() -> Path:
+    """The directory holding the compiled build of the current sources (built if needed)."""
+    site = BUILDS / f"compiled-{_source_hash()}"
+    if (site / "gpuvm").is_dir():
+        return site
+    BUILDS.mkdir(parents=True, exist_ok=True)
+    print(f"building the compiled core into {site} (once per source state)...", file=sys.stderr)
+    env = {**os.environ, "GPUVM_COMPILE": "1"}
+    with tempfile.TemporaryDirectory() as wheels:
+        src = Path(wheels) / "src"  # pip builds in the source tree: build a copy
+        shutil.copytree(
+            ROOT, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__")
+        )
+        pip = [sys.executable, "-m", "pip"]
+        subprocess.run(
+            [*pip, "wheel", "--no-deps", "--quiet", "--wheel-dir", wheels, str(src)],
+            check=True,
+            env=env,
+        )
+        wheel = next(Path(wheels).glob("*.whl"))
+        tmp = site.with_name(site.name + ".tmp")
+        subprocess.run(
+            [*pip, "install", "--no-deps", "--quiet", "--target", str(tmp), str(wheel)], check=True
+        )
+        tmp.rename(site)
+    return site
+
+
+def run_child(script: str, build: str, args: list[str]) -> Any:
+    """Run ``benchmarks/<script> --json --child-build <build> <args>`` against ``build``
+    (``"pure"`` or ``"compiled"``) and return its parsed JSON."""
+    path = ROOT if build == "pure" else compiled_site()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(path), str(ROOT / "benchmarks")])}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--json", "--child-build", build]
+    with tempfile.TemporaryDirectory() as cwd:  # nothing shadows the build on sys.path
+        out = subprocess.run(
+            [*cmd, *args], check=True, env=env, cwd=cwd, stdout=subprocess.PIPE, text=True
+        )
+    return json.loads(out.stdout)
+
+
+def check_build(build: str) -> None:
+    """In a child: refuse to measure the wrong build."""
+    import gpuvm
+
+    got = "compiled" if gpuvm.compiled() else "pure"
+    if got != build:
+        raise SystemExit(f"bench: asked for the {build} build, {gpuvm.__file__} is {got}")

@@ -1,0 +1,56 @@
+"""Whether the core runs compiled: the optional mypyc build of its hot modules.
+
+``GPUVM_COMPILE=1 pip install .`` compiles :data:`MODULES` with mypyc (see
+``docs/compiled.md``); a plain ``pip install .`` leaves every module interpreted.  Both
+builds run the same source and behave the same (events, errors, ordering); only speed
+differs.  This module uses the standard library only: the build reads :data:`MODULES` from
+it without importing the package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+
+__all__ = ["MODULES", "compiled", "compiled_modules", "core_build"]
+
+MODULES = (
+    "gpuvm.core.vm",
+    "gpuvm.core.vm_locks",
+    "gpuvm.core.vm_tree",
+    "gpuvm.core.vm_bos",
+    "gpuvm.core.vm_exec",
+    "gpuvm.core.vm_ops",
+    "gpuvm.core.vm_apply",
+    "gpuvm.core.vm_life",
+    "gpuvm.core.vm_invariants",
+    "gpuvm.core.vatree",
+    "gpuvm.core.splitmerge",
+)
+"""The modules the compiled build compiles: the ``GpuVm`` class, its section modules, the
+VA index and split/merge.  The modules defining attrs classes (``va``, ``vmbo``, ``gem``,
+``ops``, ``refs``, ``events``) stay interpreted: mypyc 2.4 builds an ``attrs.define`` /
+``attrs.frozen`` class as a non-native class and breaks it (``docs/compiled.md``)."""
+
+
+def _is_extension(module: str) -> bool:
+    path = getattr(importlib.import_module(module), "__file__", None) or ""
+    return path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
+def compiled_modules() -> tuple[str, ...]:
+    """The modules of :data:`MODULES` that are loaded compiled (extension modules)."""
+    return tuple(m for m in MODULES if _is_extension(m))
+
+
+def compiled() -> bool:
+    """True when the core was built with ``GPUVM_COMPILE=1`` (every module of
+    :data:`MODULES` is compiled), False for the pure-Python build."""
+    return len(compiled_modules()) == len(MODULES)
+
+
+def core_build() -> str:
+    """``"compiled"`` or ``"pure"`` (``"partly compiled"`` if only some modules are, which
+    no supported build produces), for ``--version`` and study provenance."""
+    n = len(compiled_modules())
+    return "compiled" if n == len(MODULES) else "pure" if n == 0 else "partly compiled"
