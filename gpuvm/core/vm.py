@@ -391,6 +391,14 @@ class GpuVm:
         :func:`gpuvm.core.vm_bos.bo_obtain`."""
         return vm_bos.bo_obtain(self, obj, holder)
 
+    def _obtain(self, obj: GemObject, holder: object) -> VmBo:
+        """See :func:`gpuvm.core.vm_bos._obtain`."""
+        return vm_bos._obtain(self, obj, holder)
+
+    def _obtain_prealloc_locking(self, pre: VmBo, holder: object) -> VmBo:
+        """See :func:`gpuvm.core.vm_bos._obtain_prealloc_locking`."""
+        return vm_bos._obtain_prealloc_locking(self, pre, holder)
+
     def bo_obtain_prealloc(self, pre: VmBo, holder: object = CALLER) -> VmBo:
         """See :func:`gpuvm.core.vm_bos.bo_obtain_prealloc`."""
         return vm_bos.bo_obtain_prealloc(self, pre, holder)
@@ -604,6 +612,8 @@ _SECTIONS: tuple[tuple[ModuleType, tuple[str, ...]], ...] = (
             "bo_create",
             "bo_find",
             "bo_obtain",
+            "_obtain",
+            "_obtain_prealloc_locking",
             "bo_obtain_prealloc",
             "is_extobj",
             "bo_evict",
