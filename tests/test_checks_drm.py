@@ -581,3 +581,100 @@ def test_dmabuf_mapped_resource_the_exporter_never_maps() -> None:
     a.mapped_resource = res
     with pytest.raises(AssertionError, match="never maps"):
         d.check_invariants()
+
+
+# --- device.py: Device.check_invariants ----------------------------------------------------
+
+
+def _device() -> tuple[Device, DrmFile, Bo]:
+    dev = Device("msm", "gpuvm_vma_ref")
+    f = dev.open(name="f")
+    bo = f.bo(f.create_bo(P))
+    dev.check_invariants()
+    return dev, f, bo
+
+
+def test_device_freed_bo_listed_live() -> None:
+    dev, f, bo = _device()
+    del f.handles[1]
+    del f.handle_counts[bo]
+    bo.refs.total -= bo.refs.holders.pop(next(iter(bo.refs.holders)))
+    bo.freed = True
+    with pytest.raises(AssertionError, match="still listed live"):
+        dev.check_invariants()
+
+
+def test_device_handle_count_off() -> None:
+    dev, _, bo = _device()
+    bo.handle_count = 2
+    with pytest.raises(AssertionError, match="handle_count 2 != 1"):
+        dev.check_invariants()
+
+
+def test_device_vma_ref_inconsistent() -> None:
+    dev, _, bo = _device()
+    bo.vma_ref.total += 1
+    with pytest.raises(AssertionError, match=r"vma_ref Tally\(2: .* inconsistent"):
+        dev.check_invariants()
+
+
+def test_device_busy_count_off() -> None:
+    dev, _, bo = _device()
+    bo.busy = 1
+    with pytest.raises(AssertionError, match="busy 1 != jobs using it"):
+        dev.check_invariants()
+
+
+def test_device_export_cache_without_handle() -> None:
+    dev, f, bo = _device()
+    f.prime_handle_to_fd(1)
+    dev.check_invariants()
+    del f.handles[1]  # the handle gone, its export cache left behind
+    del f.handle_counts[bo]
+    f.prime_cache.clear()
+    bo.handle_count = 0
+    with pytest.raises(AssertionError, match="keeps its export cache with no handle"):
+        dev.check_invariants()
+
+
+def test_device_plane_shows_fb_without_holding_it() -> None:
+    dev, f, _ = _device()
+    fb = f.add_fb(1)
+    f.page_flip(dev.plane(), fb)
+    dev.check_invariants()
+    fb.refs.holders[dev.plane().holder] = 2
+    fb.refs.total += 1
+    with pytest.raises(AssertionError, match=r"shows .* without holding it"):
+        dev.check_invariants()
+
+
+def test_device_fb_prepare_count_off() -> None:
+    dev, f, _ = _device()
+    fb = f.add_fb(1)
+    fb.prepare_count = 1
+    with pytest.raises(AssertionError, match="prepared 1x, shown 0x"):
+        dev.check_invariants()
+
+
+def test_device_fb_holds_freed_bo() -> None:
+    dev, f, bo = _device()
+    f.add_fb(1)
+    del dev.live_bos[bo]
+    f.handles.clear()
+    f.handle_counts.clear()
+    bo.handle_count = 0
+    bo.freed = True
+    with pytest.raises(AssertionError, match="holds freed"):
+        dev.check_invariants()
+
+
+def test_device_prepared_fb_not_pinned_for_scanout() -> None:
+    dev, f, bo = _device()
+    fb = f.add_fb(1)
+    f.page_flip(dev.plane(), fb)
+    assert dev.display_vm is not None
+    vma = dev.display_vm.vma_of(bo)
+    assert vma is not None
+    vma.pin_count = 0
+    with pytest.raises(AssertionError, match=r"prepared but .* not pinned for scanout"):
+        dev.check_invariants()
