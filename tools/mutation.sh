@@ -1,15 +1,18 @@
 #!/bin/sh
 # A sampled mutmut 3 run (not in CI: too slow).  Usage, from the repository root:
 #   tools/mutation.sh [-n SAMPLE] [-s SEED] [-r RESULTS] [MODULE ...] [-- TEST ...]
-#   tools/mutation.sh -l NAMES_FILE [MODULE ...] [-- TEST ...]   # re-run listed mutants
+#   tools/mutation.sh -w WORKDIR [-l NAMES] [-r RESULTS] [-- TEST ...]   # re-run
 # MODULE: files or directories to mutate (default: gpuvm/core gpuvm/drm gpuvm/observe/checker
-# gpuvm/observe/trace).  TEST: the test files to run against them (default: the fast tests
+# gpuvm/observe/trace).  TEST: the test files run against them (default: the fast tests
 # that exercise those modules, no long state machines).  mutmut 3 generates every mutant of
-# the modules; this script then runs a reproducible sample: SAMPLE mutant names (default
-# 200), drawn with random.Random(SEED) (default 15) after sorting, spread evenly over the
-# top packages (gpuvm/core, gpuvm/drm, gpuvm/observe).  Each mutant runs only the tests that
-# cover its function (mutmut's own stats pass).  The tree is copied to a scratch directory,
-# so mutmut's mutants/ and config stay out of the checkout.  The per-mutant results go to
+# the modules; the script then runs a reproducible sample: SAMPLE mutant names (default
+# 200) drawn with random.Random(SEED) (default 15) from the sorted names, the same number
+# from each top package (gpuvm.core, gpuvm.drm, gpuvm.observe).  Each mutant runs only the
+# tests that cover its function (mutmut's stats pass), one at a time (--max-children 1).
+# The tree is copied to a scratch directory (printed at the end), so mutmut's mutants/ and
+# config stay out of the checkout.  -w re-uses such a directory: the current tests are
+# copied in and the sampled names (or those of -l NAMES) run again, without regenerating
+# the mutants (mutmut collects coverage for new tests itself).  Per-mutant results go to
 # RESULTS (default mutation-results.txt), the sampled names to RESULTS.names.
 set -eu
 root=$(pwd)
@@ -17,13 +20,16 @@ sample=200
 seed=15
 results="$root/mutation-results.txt"
 names_file=""
-while getopts n:s:r:l: opt; do
+work=""
+while getopts n:s:r:l:w: opt; do
     case "$opt" in
         n) sample=$OPTARG ;;
         s) seed=$OPTARG ;;
-        r) results=$OPTARG ;;
+        r) results=$(realpath -m "$OPTARG") ;;
         l) names_file=$(realpath "$OPTARG") ;;
-        *) echo "usage: $0 [-n SAMPLE] [-s SEED] [-r RESULTS] [-l NAMES] [MODULE ...] [-- TEST ...]" >&2; exit 2 ;;
+        w) work=$(realpath "$OPTARG") ;;
+        *) echo "usage: $0 [-n SAMPLE] [-s SEED] [-r RESULTS] [-l NAMES] [-w WORKDIR]" \
+               "[MODULE ...] [-- TEST ...]" >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -41,55 +47,77 @@ if [ -z "$tests" ]; then
         file_modes prime dmabuf_sharing dmabuf_kernel checker refs_lifetime placement caps \
         legacy kernel_exact api_contract locks kms vatree bug_patterns trace policies \
         plan_reuse events_bus; do
-        [ -f "$root/tests/test_$t.py" ] && tests="$tests tests/test_$t.py"
+        if [ -f "$root/tests/test_$t.py" ]; then tests="$tests tests/test_$t.py"; fi
     done
 fi
-work=$(mktemp -d)
-cp -r "$root/gpuvm" "$root/legacy" "$root/tests" "$root/pyproject.toml" "$work/"
-cd "$work"
-{
-    echo "[mutmut]"
-    echo "paths_to_mutate="
-    for m in $mods; do echo "    $m"; done
-    echo "also_copy="
-    echo "    gpuvm"
-    echo "    legacy"
-    echo "pytest_add_cli_args_test_selection="
-    for t in $tests; do echo "    $t"; done
-} > setup.cfg
+write_config() {
+    {
+        echo "[mutmut]"
+        echo "paths_to_mutate="
+        for m in $mods; do echo "    $m"; done
+        echo "also_copy="
+        echo "    gpuvm"
+        echo "    legacy"
+        echo "pytest_add_cli_args_test_selection="
+        for t in $tests; do echo "    $t"; done
+    } > setup.cfg
+}
 export HYPOTHESIS_PROFILE=ci
-# Pass 1: generate every mutant and collect which tests cover which function (a name that
-# matches no mutant stops mutmut right after that, before any mutant runs).
-mutmut run --max-children 1 'no-such-mutant-*' > gen.log 2>&1 || true
-mutmut results --all true > all.txt 2>&1 || true
-if [ -n "$names_file" ]; then
-    cp "$names_file" names.txt
+if [ -n "$work" ]; then
+    cd "$work"
+    mods=$(sed -n '/^paths_to_mutate=/,/^also_copy=/p' setup.cfg | grep '^    ' | tr -d ' ' | tr '\n' ' ')
+    rm -rf tests mutants/tests
+    cp -r "$root/tests" tests
+    cp -r "$root/tests" mutants/tests
+    write_config
+    cp setup.cfg mutants/setup.cfg 2>/dev/null || true
+    [ -z "$names_file" ] || cp "$names_file" names.txt
 else
-    python - "$sample" "$seed" > names.txt <<'PY'
-import random, sys
+    work=$(mktemp -d)
+    cp -r "$root/gpuvm" "$root/legacy" "$root/tests" "$root/pyproject.toml" "$work/"
+    cd "$work"
+    write_config
+    # Pass 1: generate every mutant and collect which tests cover which function (a name
+    # that matches no mutant stops mutmut right after that, before any mutant runs).
+    mutmut run --max-children 1 'no-such-mutant-*' > gen.log 2>&1 || true
+    mutmut results --all true > all.txt 2>&1 || true
+    if [ -n "$names_file" ]; then
+        cp "$names_file" names.txt
+    else
+        python - "$sample" "$seed" > names.txt <<'PY'
+import random
+import sys
+
 n, seed = int(sys.argv[1]), int(sys.argv[2])
 names = sorted({line.split(":")[0].strip() for line in open("all.txt") if "__mutmut_" in line})
-groups = {}
+groups: dict[str, list[str]] = {}
 for name in names:
-    top = ".".join(name.split(".")[:2])  # gpuvm.core, gpuvm.drm, gpuvm.observe, ...
-    groups.setdefault(top, []).append(name)
+    groups.setdefault(".".join(name.split(".")[:2]), []).append(name)  # gpuvm.core, ...
 rng = random.Random(seed)
-per = n // len(groups)
 picked = []
 for top in sorted(groups):
-    picked += rng.sample(groups[top], min(per, len(groups[top])))
+    picked += rng.sample(groups[top], min(n // len(groups), len(groups[top])))
 print("\n".join(sorted(picked)))
 PY
+    fi
+    echo "$(wc -l < names.txt) mutants sampled of $(grep -c __mutmut_ all.txt) (seed $seed)"
 fi
 cp names.txt "$results.names"
-echo "$(wc -l < names.txt) mutants sampled of $(grep -c __mutmut_ all.txt) (seed $seed)"
-# Pass 2: the sample (mutmut takes the names as arguments).
+# Pass 2: the sample (mutmut takes the names as arguments and re-runs them).
 xargs mutmut run --max-children 1 < names.txt > run.log 2>&1 || true
 mutmut results --all true > all-after.txt 2>&1 || true
-grep -F -f names.txt all-after.txt > "$results" || true
 python - "$results" <<'PY'
-import collections, sys
-c = collections.Counter(line.rsplit(":", 1)[1].strip() for line in open(sys.argv[1]) if ":" in line)
-print(dict(c))
+import collections
+import sys
+
+picked = set(open("names.txt").read().split())
+status = {}
+for line in open("all-after.txt"):
+    name, _, st = line.strip().rpartition(": ")
+    if name in picked:
+        status[name] = st
+with open(sys.argv[1], "w") as out:
+    out.writelines(f"{name}: {status.get(name, 'missing')}\n" for name in sorted(picked))
+print(dict(collections.Counter(status.get(name, "missing") for name in picked)))
 PY
 echo "results in $results (scratch tree: $work)"
