@@ -12,6 +12,7 @@ import time
 import pytest
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
+from test_testing_deep import pair_db
 
 from gpuvm import POLICIES
 from gpuvm.testing.api_machine import api_machine_class
@@ -31,10 +32,13 @@ def test_api_fuzz(policy: str) -> None:
             runs[0] += 1
             super().teardown()
 
-    n = settings.default.max_examples
+    n = settings().max_examples
     t0 = time.perf_counter()
     run_state_machine_as_test(  # type: ignore[no-untyped-call]
-        Counted, settings=settings(settings.default, stateful_step_count=30)
+        Counted,
+        settings=settings(
+            settings.default, stateful_step_count=30, database=pair_db(policy, "api")
+        ),
     )
     print(f"\napi fuzz {policy}: {runs[0]} sequences in {time.perf_counter() - t0:.0f} s")
     assert runs[0] >= n, f"hypothesis ran {runs[0]} sequences, fewer than {n}"

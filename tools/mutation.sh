@@ -53,7 +53,7 @@ fi
 write_config() {
     {
         echo "[mutmut]"
-        echo "paths_to_mutate="
+        echo "source_paths="
         for m in $mods; do echo "    $m"; done
         echo "also_copy="
         echo "    gpuvm"
@@ -65,12 +65,11 @@ write_config() {
 export HYPOTHESIS_PROFILE=ci
 if [ -n "$work" ]; then
     cd "$work"
-    mods=$(sed -n '/^paths_to_mutate=/,/^also_copy=/p' setup.cfg | grep '^    ' | tr -d ' ' | tr '\n' ' ')
+    mods=$(sed -n '/^source_paths=/,/^also_copy=/p' setup.cfg | grep '^    ' | tr -d ' ' | tr '\n' ' ')
     rm -rf tests mutants/tests
     cp -r "$root/tests" tests
     cp -r "$root/tests" mutants/tests
     write_config
-    cp setup.cfg mutants/setup.cfg 2>/dev/null || true
     [ -z "$names_file" ] || cp "$names_file" names.txt
 else
     work=$(mktemp -d)
