@@ -12,7 +12,8 @@
 # The tree is copied to a scratch directory (printed at the end), so mutmut's mutants/ and
 # config stay out of the checkout.  -w re-uses such a directory: the current tests are
 # copied in and the sampled names (or those of -l NAMES) run again, without regenerating
-# the mutants (mutmut collects coverage for new tests itself).  Per-mutant results go to
+# the mutants (mutmut collects coverage for new tests itself); the code is the scratch
+# tree's, only tests and docs are refreshed.  Per-mutant results go to
 # RESULTS (default mutation-results.txt), the sampled names to RESULTS.names.
 set -eu
 root=$(pwd)
@@ -56,8 +57,8 @@ write_config() {
         echo "source_paths="
         for m in $mods; do echo "    $m"; done
         echo "also_copy="
-        echo "    gpuvm"
         echo "    legacy"
+        echo "    docs"
         echo "pytest_add_cli_args_test_selection="
         for t in $tests; do echo "    $t"; done
     } > setup.cfg
@@ -66,16 +67,24 @@ export HYPOTHESIS_PROFILE=ci
 if [ -n "$work" ]; then
     cd "$work"
     mods=$(sed -n '/^source_paths=/,/^also_copy=/p' setup.cfg | grep '^    ' | tr -d ' ' | tr '\n' ' ')
-    rm -rf tests mutants/tests
+    rm -rf tests mutants/tests docs mutants/docs
     cp -r "$root/tests" tests
     cp -r "$root/tests" mutants/tests
+    cp -r "$root/docs" docs
+    cp -r "$root/docs" mutants/docs
     write_config
     [ -z "$names_file" ] || cp "$names_file" names.txt
+    cp -rpn gpuvm mutants/
 else
     work=$(mktemp -d)
-    cp -r "$root/gpuvm" "$root/legacy" "$root/tests" "$root/pyproject.toml" "$work/"
+    cp -r "$root/gpuvm" "$root/legacy" "$root/tests" "$root/docs" "$root/pyproject.toml" "$work/"
     cd "$work"
     write_config
+    # The rest of gpuvm goes into mutants/ by hand, without overwriting: mutmut's also_copy
+    # would copy the originals over the mutated modules on every run (same mtime), and
+    # mutmut would then generate every mutant again (20 minutes on a loaded machine).
+    mkdir -p mutants
+    cp -rp gpuvm mutants/
     # Pass 1: generate every mutant and collect which tests cover which function (a name
     # that matches no mutant stops mutmut right after that, before any mutant runs).
     mutmut run --max-children 1 'no-such-mutant-*' > gen.log 2>&1 || true
