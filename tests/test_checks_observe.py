@@ -533,3 +533,17 @@ def test_split_lost_attributes() -> None:
     assert "[0x0, 0x4000) of vm" in v.message
     assert checker.check_attributes(attributes(vm), vm) == []
     assert checker.check_attributes(before, vm, exempt=[(0, 4 * P)]) == []
+
+
+def test_set_iova_zero_under_in_flight_job_is_reported() -> None:
+    """The deep run's finding (docs/lifetimes.md): ``MSM_INFO_SET_IOVA`` with iova 0 clears
+    the VMA an in-flight submit uses; ``clear_iova`` has had no in-use check since "drm/msm:
+    Remove vma use tracking" (<20230802222158.11838-5-robdclark@gmail.com>), so the model
+    does it too and the checker reports the job's VMA gone."""
+    dev, f, checker = _dev("legacy_pre_6_17")
+    h = f.create_bo(P)
+    f.submit([h])
+    assert checker.check() == []
+    f.set_iova(h, 0)  # accepted, as by the kernel
+    _one(checker.check(), "use-after-free", "is gone or unpinned while in-flight Job")
+    dev.retire_all()
