@@ -143,3 +143,78 @@ def test_job_and_backing_repr() -> None:
     assert "pinned" not in repr(d.backing)
     mem.pin(d.priv, [Place(Domain.VRAM)])
     assert repr(d.backing).endswith(", pinned x1)")
+
+
+def test_vm_bind_non_op_message() -> None:
+    from gpuvm.core.errors import ArgumentTypeError
+
+    f = Device("msm", "gpuvm_vma_ref").open()
+    f.set_param_vm_bind()
+    with pytest.raises(ArgumentTypeError, match="not a VM_BIND op: 'x'"):
+        f.vm_bind(["x"])  # type: ignore[list-item]
+
+
+def test_submit_emits_its_ioctl_name() -> None:
+    from gpuvm.core.events import Ioctl
+
+    dev = Device("msm", "legacy_pre_6_17")
+    f = dev.open()
+    h = f.create_bo(P)
+    names: list[str] = []
+    dev.bus.subscribe(lambda e: names.append(e.name) if isinstance(e, Ioctl) else None, [Ioctl])
+    f.submit([h])
+    assert names == ["SUBMIT"]
+
+
+def test_edge_kind_export() -> None:
+    from gpuvm.observe.checker import edge_kind
+
+    f = Device("msm", "gpuvm_vma_ref").open()
+    h = f.create_bo(P)
+    d = f.fds.get(f.prime_handle_to_fd(h))
+    assert edge_kind(f.bo(h), d) == "export"
+
+
+def test_checker_reports_every_freed_buffer_of_a_job() -> None:
+    from gpuvm.observe.checker import LifetimeChecker
+
+    dev = Device("msm", "legacy_pre_6_17")
+    checker = LifetimeChecker(dev)
+    f = dev.open()
+    a, b = f.create_bo(P, name="a"), f.create_bo(P, name="b")
+    f.submit([a, b])
+    f.bo(a).freed = True
+    f.bo(b).freed = True
+    msgs = [v.message for v in checker.check() if "in-flight" in v.message]
+    assert any("uses freed GEM a" in m for m in msgs) and any("uses freed GEM b" in m for m in msgs)
+
+
+def test_checker_names_the_freed_buffer_of_a_legacy_vma() -> None:
+    from gpuvm.observe.checker import LifetimeChecker
+
+    dev = Device("msm", "legacy_pre_6_17")
+    checker = LifetimeChecker(dev)
+    f = dev.open()
+    h = f.create_bo(P, name="gone")
+    f.get_iova(h)
+    f.bo(h).freed = True
+    assert any(
+        "of freed GEM gone (freed) in" in v.message and v.message.startswith("VMA(")
+        for v in checker.check()
+    ), checker.violations
+
+
+def test_trace_empty_id_names_its_line() -> None:
+    import json
+
+    from test_trace import _lines
+
+    from gpuvm.observe.trace import TraceError, replay
+
+    lines = _lines()
+    rec = json.loads(lines[4])
+    rec["id"] = ""
+    lines[4] = json.dumps(rec)
+    with pytest.raises(TraceError) as info:
+        replay("\n".join(lines))
+    assert info.value.line == 5 and "id must be a non-empty string" in info.value.reason
