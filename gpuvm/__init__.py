@@ -9,10 +9,12 @@ op; the legacy path (``legacy``), the driver layer (``gpuvm.drm``), the observer
 from gpuvm.core.errors import (
     AlreadyInserted,
     ArgumentTypeError,
+    ContextUnusable,
     FenceSignallingViolation,
     GpuvmError,
     ImmediateModeMismatch,
     InitOverflow,
+    InjectedFault,
     InvalidArgument,
     InvalidRange,
     InvalidValue,
@@ -50,11 +52,14 @@ from gpuvm.core.va import Va
 from gpuvm.core.vatree import RefDirection, VaIndex
 from gpuvm.core.vm import GpuVm, GpuVmFlags
 from gpuvm.core.vmbo import VmBo, gem_evict
+from gpuvm.drm.atomic import atomic_commit
+from gpuvm.drm.bind_faults import vm_bind_fault
 from gpuvm.drm.device import Device, snapshot
 from gpuvm.drm.file import BindMap, BindUnmap, DrmFile
 from gpuvm.drm.kernels import KERNELS, KernelProfile
 from gpuvm.drm.modes import ModeState
 from gpuvm.drm.policies import POLICIES, TeardownPolicy, make_policy
+from gpuvm.drm.xe import BindUnmapAll
 from gpuvm.observe.costs import (
     CostBreakdown,
     CostCounters,
@@ -83,6 +88,8 @@ __all__ = [
     "ArgumentTypeError",
     "BindMap",
     "BindUnmap",
+    "BindUnmapAll",
+    "ContextUnusable",
     "CostBreakdown",
     "CostCounters",
     "CostPreset",
@@ -101,6 +108,7 @@ __all__ = [
     "Holder",
     "ImmediateModeMismatch",
     "InitOverflow",
+    "InjectedFault",
     "InvalidArgument",
     "InvalidRange",
     "InvalidValue",
@@ -140,6 +148,7 @@ __all__ = [
     "VaIndex",
     "VmBo",
     "ZeroRange",
+    "atomic_commit",
     "budget_pct",
     "builtin_presets",
     "explain",
@@ -150,4 +159,5 @@ __all__ = [
     "locked",
     "make_policy",
     "snapshot",
+    "vm_bind_fault",
 ]

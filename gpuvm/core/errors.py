@@ -316,3 +316,22 @@ class NoImportPath(InvalidValue):
     bochs/qxl-style VRAM-only devices), ``-EINVAL``."""
 
     errno = _errno.EINVAL
+
+
+# --- fault injection and unusable contexts ----------------------------------------------------
+
+
+class InjectedFault(GpuvmError):
+    """A failure injected on purpose at one step of a multi-step ioctl (the kernel's
+    ``ALLOW_ERROR_INJECTION`` points and debug knobs such as xe's ``FORCE_OP_ERROR``), so the
+    driver's unwind path runs; ``errno`` is the one asked for (default ``-ENOMEM``)."""
+
+    errno = _errno.ENOMEM
+
+
+class ContextUnusable(GpuvmError):
+    """The VM was marked unusable by an earlier failure part-way through a VM_BIND (msm
+    ``msm_gem_vm_unusable``): later SUBMIT / VM_BIND are ``-EPIPE`` ("context is
+    unusable")."""
+
+    errno = _errno.EPIPE

@@ -496,6 +496,7 @@ def _vm_state(vm: AnyVm) -> tuple[object, ...]:
             tuple(repr(vb) for vb in vm.evict),
             tuple((repr(vb), _holders(vb.refs), vb.evicted) for vb in vm.vm_bos),
             vm.generation,
+            getattr(vm, "unusable", False),
         )
     return (repr(vm), vm.freed, _holders(vm.refs), tuple(vmas), lists)
 
@@ -513,6 +514,7 @@ def _bo_state(bo: Bo) -> tuple[object, ...]:
         bo.purged,
         tuple(repr(v) for v in (lst.vmas if lst is not None else [])),
         tuple(repr(vb) for vb in bo.vm_bos),
+        repr(bo.private_vm),
     )
 
 
@@ -537,6 +539,7 @@ def snapshot(*devices: Device) -> tuple[object, ...]:
                     tuple(sorted((repr(b), n) for b, n in f.handle_counts.items())),
                     tuple(sorted((repr(d), h) for d, h in f.prime_cache.items())),
                     tuple(sorted(f.fbs)),
+                    tuple(sorted((i, repr(v)) for i, v in f.vms.items())),
                 )
             )
         out.append(

@@ -91,6 +91,13 @@ class Bo(GemObject):
     vma_ref: Tally = attrs.field(init=False, factory=Tally)
     busy: int = attrs.field(default=0, init=False)
     purged: bool = attrs.field(default=False, init=False)
+    private_vm: GpuVm | None = attrs.field(default=None, init=False)
+    """The VM whose reservation this VM-private buffer shares (xe ``bo->vm`` from
+    ``DRM_XE_GEM_CREATE.vm_id``, msm ``MSM_BO_NO_SHARE``, amdgpu ``VM_ALWAYS_VALID``);
+    such a buffer cannot be exported (``-EPERM``).  See :mod:`gpuvm.drm.xe`."""
+    bind_align: int = attrs.field(default=0, init=False)
+    """The alignment a VM_BIND of this buffer needs beyond the page (xe
+    ``XE_BO_FLAG_INTERNAL_64K`` on ``XE_VRAM_FLAGS_NEED64K`` platforms: 64 KiB); 0: none."""
 
     def __repr__(self) -> str:
         return f"GEM {self.name}" + (" (freed)" if self.freed else "")
@@ -108,7 +115,7 @@ class DriverVm(GpuVm):
 
     kernel_managed = False
 
-    __slots__ = ("page_size", "role", "tlb_kind")
+    __slots__ = ("page_size", "role", "tlb_kind", "unusable")
 
     def __init__(
         self,
@@ -139,6 +146,9 @@ class DriverVm(GpuVm):
         self.tlb_kind = tlb_kind
         self.page_size = page_size
         self.role = role
+        self.unusable = False
+        """msm ``msm_gem_vm_unusable``: a VM_BIND failed part-way (later SUBMIT / VM_BIND
+        ``-EPIPE``); see :mod:`gpuvm.drm.bind_faults`."""
 
     def _insert(self, va: Va) -> None:
         """A VM_BIND context's VMA comes to exist when its VA is inserted (MAP, or a REMAP

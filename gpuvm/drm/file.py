@@ -38,6 +38,7 @@ from gpuvm.core.errors import (
     BadFd,
     BadHandle,
     Busy,
+    ContextUnusable,
     DuplicateObject,
     InvalidRange,
     InvalidValue,
@@ -52,6 +53,7 @@ from gpuvm.drm import kms
 from gpuvm.drm.dmabuf import revalidate_import
 from gpuvm.drm.driver import Bo, DriverVm, Job, ManagedVm
 from gpuvm.drm.modes import ModeState, Rule
+from gpuvm.drm.private import check_pinnable
 from legacy import path
 from legacy.vma import KernelVm
 
@@ -116,6 +118,7 @@ class DrmFile:
         "name",
         "prime_cache",
         "vm",
+        "vms",
     )
 
     def __init__(self, device: Device, fds: FdTable, name: str = "") -> None:
@@ -129,6 +132,8 @@ class DrmFile:
         self.mode: str | None = None
         self.vm: KernelVm | DriverVm | None = None
         self.fbs: dict[int, Framebuffer] = {}
+        self.vms: dict[int, DriverVm] = {}
+        """xe's per-file VM table (``xef->vm.xa``: ids from 1), :mod:`gpuvm.drm.xe`."""
         self.closed = False
 
     def __repr__(self) -> str:
@@ -409,6 +414,7 @@ class DrmFile:
                 raise InvalidValue(f"not a VM_BIND op: {op!r}")
         vm = self._vm_for(rule)
         assert isinstance(vm, DriverVm) and not vm.kernel_managed
+        _check_usable(vm, "VM_BIND")
         reqs = self._bind_requests(vm, ops)
         _check_bind(vm, reqs)
         self._enter(rule, vm)
@@ -482,6 +488,7 @@ class DrmFile:
         for bo in bos:
             if bo.purged:
                 raise Busy(f"submit of purged {bo!r}")
+            check_pinnable(bo, "SUBMIT")
         vm = self._legacy_vm(rule)
         policy = self.device.policy
         policy.check_submit(self, vm, bos)
@@ -525,6 +532,7 @@ class DrmFile:
         rule = self._gate("exec")
         vm = self._vm_for(rule)
         assert isinstance(vm, DriverVm) and not vm.kernel_managed
+        _check_usable(vm, "SUBMIT")
         self._enter(rule, vm)
         vm.exec_lock()
         vm.validate(revalidate_import)
@@ -560,6 +568,13 @@ class DrmFile:
         check_optional("fb", fb, kms.Framebuffer)
         kms.commit(self.device, plane, fb)
 
+    def atomic(self, updates: Sequence[tuple[Plane, Framebuffer | None]]) -> None:
+        """An atomic commit of several planes in one ioctl (:mod:`gpuvm.drm.atomic`)."""
+        from gpuvm.drm.atomic import atomic_commit
+
+        self._ioctl("ATOMIC")
+        atomic_commit(self.device, updates)
+
     # --- close ---------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -573,6 +588,8 @@ class DrmFile:
         for h in sorted(self.handles):
             self._close_handle(h)
         self.device.policy.on_file_close(self)
+        for vm_id in sorted(self.vms):  # xe_file_close: every VM of the file
+            self.vms.pop(vm_id).close()
         self.closed = True
         self.device.file_closed(self)
 
@@ -600,6 +617,12 @@ class DrmFile:
                 raise AssertionError(f"{self.name}: cache entry for {d!r} holds no reference")
         if (self.vm is None) != (self.state in (ModeState.FRESH, ModeState.BIND_PENDING)):
             raise AssertionError(f"{self.name}: mode {self.mode} with vm {self.vm!r}")
+
+
+def _check_usable(vm: DriverVm, call: str) -> None:
+    """msm: a VM marked unusable by a part-way VM_BIND failure refuses ``-EPIPE``."""
+    if vm.unusable:
+        raise ContextUnusable(f"{call}: context is unusable ({vm.name})")
 
 
 def _check_set_iova(vm: KernelVm, bo: Bo, iova: int) -> None:

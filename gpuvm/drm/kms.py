@@ -27,6 +27,7 @@ from gpuvm.core.errors import BadHandle, Busy, InvalidValue, UseAfterFree
 from gpuvm.core.events import Freed
 from gpuvm.core.refs import Holder, RefCount
 from gpuvm.drm.driver import Bo
+from gpuvm.drm.private import check_pinnable
 
 if TYPE_CHECKING:
     from gpuvm.drm.device import Device
@@ -151,6 +152,7 @@ def commit(device: Device, plane: Plane, fb: Framebuffer | None) -> None:
         for bo in fb.bos:
             if bo.purged:
                 raise Busy(f"scanout of purged {bo!r}")
+            check_pinnable(bo, "prepare_fb")
         if fb.prepare_count == 0:
             device.policy.check_fb_prepare(fb)
         fb.get(plane.holder)

@@ -31,6 +31,9 @@ __all__ = [
     "MSM_RULES",
     "NOUVEAU",
     "NOUVEAU_RULES",
+    "XE",
+    "XE_64K",
+    "XE_RULES",
     "Flavour",
     "ModeState",
     "Rule",
@@ -206,4 +209,15 @@ directly ("invalid handle %u at index %u", ``-EINVAL``); ``submit_lock_objects``
 NOUVEAU = Flavour("nouveau", NOUVEAU_RULES, duplicate_errno=E.EINVAL)
 """nouveau: ``validate_init`` (``PUSHBUF``) and ``bind_job_op_from_uop`` (``VM_BIND``) use
 ``drm_gem_object_lookup`` (``-ENOENT``); a duplicate in ``PUSHBUF`` is ``-EINVAL``."""
-FLAVOURS: Mapping[str, Flavour] = {"msm": MSM, "nouveau": NOUVEAU}
+XE_RULES: Mapping[tuple[ModeState, str], Rule] = {(F, "gem_new"): ok()}
+"""xe: GPUVM-native only.  A file never enters a legacy or per-file-VM state: its VMs are
+created and named explicitly (``DRM_IOCTL_XE_VM_CREATE``, :mod:`gpuvm.drm.xe`), so the
+generic per-file calls (GET_IOVA, BO-table SUBMIT, the per-file VM_BIND / EXEC) are
+``-ENOTTY`` and only buffer creation goes through this table."""
+XE = Flavour("xe", XE_RULES, duplicate_errno=E.EINVAL)
+"""xe: ``drm_gem_object_lookup`` for every handle (``-ENOENT``)."""
+XE_64K = Flavour("xe-64k", XE_RULES, duplicate_errno=E.EINVAL)
+"""xe on a platform with ``XE_VRAM_FLAGS_NEED64K`` (DG2, PVC): VRAM buffers get
+``XE_BO_FLAG_INTERNAL_64K`` and must be bound 64 KiB aligned
+(``xe_vm_bind_ioctl_validate_bo``)."""
+FLAVOURS: Mapping[str, Flavour] = {"msm": MSM, "nouveau": NOUVEAU, "xe": XE, "xe-64k": XE_64K}

@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gpuvm.core.args import check_fd, check_handle, check_u32
-from gpuvm.core.errors import BadHandle, InvalidValue, NoImportPath
+from gpuvm.core.errors import BadHandle, InvalidValue, NoImportPath, PermissionDenied
 from gpuvm.core.gem import GemObject
 from gpuvm.core.refs import Holder
 from gpuvm.drm.dmabuf import DmaBuf, Exporter, ImporterOps, dma_buf_holder, evict_importer_vms
@@ -114,6 +114,8 @@ def handle_to_fd(file: DrmFile, handle: int, flags: int = 0) -> int:
     else:
         if bo.handle_count == 0:
             raise BadHandle(f"{bo!r} has no handle left (raced with GEM_CLOSE)")
+        if bo.private_vm is not None:  # xe_gem_prime_export, msm / amdgpu likewise
+            raise PermissionDenied(f"{bo!r} is private to {bo.private_vm.name}: no export")
         d = export(bo)
         bo.dma_buf = d
         d.get(dma_buf_holder(bo))

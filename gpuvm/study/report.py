@@ -220,7 +220,7 @@ def render_markdown(study: Study, rows: Sequence[Row], charts: Mapping[str, str]
         and r["refresh_hz"] == study.refresh_rates[0]
         and (r["leaked_objects"] or r["lifetime_reports"])
     ]
-    out += timeline_markdown()
+    out += timeline_markdown(study_rows=rows)
     out += ["## Lifetime problems found at teardown", ""]
     if bad:
         out += [

@@ -311,7 +311,8 @@ class StudySpec:
     def runs(self) -> Iterator[RunTask]:
         """Every model run, lazily, in order: policy, then resolution, layers, depth, page
         size, flavour, seed, frames, then workload case.  A VM_BIND consumer under a policy
-        without VM_BIND is yielded with ``skipped`` set."""
+        without VM_BIND, and on the xe flavour any other case (xe has no legacy path and its
+        display is not modelled), is yielded with ``skipped`` set."""
         index = 0
         groups = self.points or ({},)
         for pt in groups:
@@ -355,6 +356,8 @@ class StudySpec:
                             if consumer == "vm_bind" and not vm_bind
                             else None
                         )
+                        if skipped is None and flav.startswith("xe") and consumer != "vm_bind":
+                            skipped = "xe runs VM_BIND re-imports only"
                         yield RunTask(index, pol, spec, ax["presets"], ax["refresh"], skipped)
                         index += 1
 

@@ -18,6 +18,7 @@ _PHASE_COLOURS = {
     "cleanup": "#c44e52",
     "render": "#8172b2",
     "VM_BIND": "#ccb974",
+    "GEM_CLOSE": "#dd8452",
 }
 
 

@@ -25,13 +25,14 @@ The model is clock-free: a :class:`WorkloadRun` holds counts, and presets price 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 import attrs
 
 from gpuvm.core.errors import GpuvmError, InvalidValue, NoMemory, NoSpace, UseAfterFree
 from gpuvm.core.events import FrameEnd
+from gpuvm.drm import xe
 from gpuvm.drm.device import Device
 from gpuvm.drm.dmabuf import FdTable
 from gpuvm.drm.file import BindMap, BindUnmap, DrmFile
@@ -201,6 +202,11 @@ class WorkloadSpec:
             _check_choice("consumer", self.consumer, CONSUMERS)
         else:
             raise WorkloadError(f"unknown workload {self.workload!r}; known: pageflip, reimport")
+        if self.flavour.startswith("xe") and self.consumer != "vm_bind":
+            raise WorkloadError(
+                f"flavour {self.flavour!r} runs only reimport with consumer 'vm_bind' (xe has "
+                f"no legacy path, and its display is not modelled), got {self.case}"
+            )
 
 
 @attrs.frozen(slots=True)
@@ -548,8 +554,18 @@ def reimport(
     rng = random.Random(seed) if seed else None
     consumer_file = device.open(name="consumer")
     vm_bind = consumer == "vm_bind"
-    if vm_bind:
+    xe_vm = 0  # xe: the consumer's VM (DRM_IOCTL_XE_VM_CREATE) instead of the file's
+    if vm_bind and flavour.startswith("xe"):
+        xe_vm = xe.vm_create(consumer_file)
+    elif vm_bind:
         consumer_file.set_param_vm_bind()
+
+    def bind(ops: Sequence[BindMap | BindUnmap]) -> None:
+        if xe_vm:
+            xe.vm_bind(consumer_file, xe_vm, ops)
+        else:
+            consumer_file.vm_bind(ops)
+
     extra: list[Device] = []
     if source == "foreign":
         other, producer, flat = _foreign_exporter(buffers, size)
@@ -575,15 +591,18 @@ def reimport(
         if vm_bind:
             binds = [BindMap(addrs[k], span, h) for k, h in enumerate(handles) if k not in bound]
             if binds:
-                consumer_file.vm_bind(binds)
+                bind(binds)
             bound.update((k, h) for k, h in enumerate(handles))
-            consumer_file.exec()
+            if xe_vm:
+                xe.submit(consumer_file, xe_vm)
+            else:
+                consumer_file.exec()
         else:
             consumer_file.submit(handles)
         device.retire_all()
         if close:
             if vm_bind:
-                consumer_file.vm_bind([BindUnmap(addrs[k], span) for k in sorted(bound)])
+                bind([BindUnmap(addrs[k], span) for k in sorted(bound)])
                 bound.clear()
             for h in dict.fromkeys(handles):
                 consumer_file.gem_close(h)

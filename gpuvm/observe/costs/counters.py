@@ -44,6 +44,7 @@ from gpuvm.observe.costs.counts import (
     INT_FIELDS,
     IOCTLS,
     MAP_OPS,
+    MAX_EXACT_TLB_SIZES,
     MIGRATIONS,
     PAGES_MAPPED,
     PAGES_UNMAPPED,
@@ -57,6 +58,7 @@ from gpuvm.observe.costs.counts import (
     VMAS_DESTROYED,
     Counts,
     from_parts,
+    size_bucket,
 )
 from gpuvm.observe.costs.errors import FrameScopeError
 
@@ -68,7 +70,10 @@ TlbKindSpec = str | Callable[[Any], str]
 _NF: Final = len(INT_FIELDS)
 
 # Slots past the fixed fields are allocated on demand, one per (kind, key):
-# ("mapped", page_size), ("unmapped", page_size) and ("ioctl", name).
+# ("mapped", page_size), ("unmapped", page_size), ("ioctl", name), and for the sizes of TLB
+# invalidations ("tlb", (vm_kind, page_size, lo, hi)) counting invalidations with
+# ("tlb_pages", (vm_kind, page_size, lo, hi)) their pages (buckets only: an exact size's
+# pages are its size times its count).
 _SlotKey = tuple[str, object]
 _Record = tuple[int, ...]
 
@@ -353,6 +358,7 @@ class CostCounters:
             fixed[FRAMES] = frames
         by_size: dict[int, list[int]] = {}
         names: dict[str, int] = {}
+        sizes: dict[tuple[str, int, int, int], list[int]] = {}
         for i in range(_NF, len(vec)):
             x = vec[i]
             if not x:
@@ -360,10 +366,18 @@ class CostCounters:
             what, key = self._slot_keys[i - _NF]
             if what == "ioctl":
                 names[str(key)] = x
+            elif what == "tlb":
+                k = key  # (vm_kind, page_size, lo, hi)
+                cell = sizes.setdefault(k, [0, 0])  # type: ignore[arg-type]
+                cell[0] += x
+                if k[2] == k[3]:  # type: ignore[index]
+                    cell[1] += x * k[2]  # type: ignore[index]
+            elif what == "tlb_pages":
+                sizes.setdefault(key, [0, 0])[1] += x  # type: ignore[arg-type]
             else:
                 cell = by_size.setdefault(int(key), [0, 0])  # type: ignore[call-overload]
                 cell[what == "unmapped"] += x
-        return from_parts(fixed, by_size, names)
+        return from_parts(fixed, by_size, names, sizes)
 
     # --- slots and VM settings --------------------------------------------------------------
 
@@ -464,12 +478,38 @@ class CostCounters:
             dev[BYTES_UNMAPPED] += r
             dev[st.unmapped_slot] += n
 
+        # (per_page, page_size, pages) -> (count slot, pages slot or -1)
+        size_slots: dict[tuple[bool, int, int], tuple[int, int]] = {}
+        exact_sizes: dict[tuple[bool, int], int] = {}
+
+        def size_slot(per_page: bool, ps: int, n: int) -> tuple[int, int]:
+            kind = "per_page" if per_page else "context_flush"
+            seen = exact_sizes.get((per_page, ps), 0)
+            if seen < MAX_EXACT_TLB_SIZES:
+                exact_sizes[(per_page, ps)] = seen + 1
+                lo = hi = n
+            else:
+                lo, hi = size_bucket(n)
+            key = (kind, ps, lo, hi)
+            # A one-size bucket is exact: its pages are its size times its count.
+            got = (slot(("tlb", key)), -1 if lo == hi else slot(("tlb_pages", key)))
+            size_slots[(per_page, ps, n)] = got
+            return got
+
         def tlb(e: TlbInvalidated) -> None:
             st = vms.get(id(e.vm)) or state(e.vm)
             ps = st.page_size
             a = e.addr
             n = (a + e.range + ps - 1) // ps - a // ps
             v = st.acc
+            i, j = size_slots.get((st.per_page, ps, n)) or size_slot(st.per_page, ps, n)
+            if len(v) <= max(i, j):
+                v.extend([0] * (max(i, j) + 1 - len(v)))
+            v[i] += 1
+            dev[i] += 1
+            if j >= 0:
+                v[j] += n
+                dev[j] += n
             if st.per_page:
                 v[TLB_RANGE] += 1
                 v[TLB_RANGE_PAGES] += n

@@ -14,6 +14,14 @@ import attrs
 
 from gpuvm.observe.costs.errors import FrameScopeError
 
+TlbSizeRow = tuple[str, int, int, int, int, int]
+"""One row of :attr:`Counts.tlb_sizes`: ``(vm_kind, page_size, lo_pages, hi_pages,
+invalidations, pages)``."""
+
+MAX_EXACT_TLB_SIZES: Final = 64
+"""Distinct invalidation sizes kept exactly per (VM kind, page size); further sizes are
+kept in power-of-two buckets, so the histogram stays bounded whatever the workload."""
+
 TlbKind = Literal["per_page", "context_flush"]
 """How a VM's TLB is invalidated: one range invalidation per page (an ordinary IOMMU
 domain such as the msm KMS VM) or one whole-context flush per invalidation (per-process
@@ -71,6 +79,13 @@ class Counts:
     * ``vmas_created`` / ``vmas_destroyed``, ``migrations`` / ``bytes_migrated``,
       ``ioctls`` (split by name in ``ioctls_by_name``).
     * ``frames``: frames the scope spans (1 for one frame record, N for a sum of N).
+    * ``tlb_sizes``: the sizes of the TLB invalidations, what a preset's invalidation rule
+      needs to apply a size threshold: rows ``(vm_kind, page_size, lo_pages, hi_pages,
+      invalidations, pages)`` sorted, where each of ``invalidations`` covered between
+      ``lo_pages`` and ``hi_pages`` entries of ``page_size`` (``lo == hi``: that exact
+      size; a bucket ``(2**(k-1), 2**k]`` once more than :data:`MAX_EXACT_TLB_SIZES`
+      distinct sizes were seen) and ``pages`` is their total.  ``vm_kind`` is the VM's
+      declared kind (``per_page`` or ``context_flush``).
     """
 
     map_ops: int = 0
@@ -91,6 +106,7 @@ class Counts:
     frames: int = 0
     pages_by_size: tuple[tuple[int, int, int], ...] = ()
     ioctls_by_name: tuple[tuple[str, int], ...] = ()
+    tlb_sizes: tuple[TlbSizeRow, ...] = ()
 
     # --- derived -----------------------------------------------------------------------
 
@@ -133,6 +149,7 @@ class Counts:
         n = [0] * len(INT_FIELDS)
         by_size: dict[int, list[int]] = {}
         names: dict[str, int] = {}
+        sizes: dict[tuple[str, int, int, int], list[int]] = {}
         for c in items:
             for i, f in enumerate(INT_FIELDS):
                 n[i] += getattr(c, f)
@@ -142,7 +159,8 @@ class Counts:
                 cell[1] += u
             for name, k in c.ioctls_by_name:
                 names[name] = names.get(name, 0) + k
-        return from_parts(n, by_size, names)
+            _add_sizes(sizes, c.tlb_sizes, 1)
+        return from_parts(n, by_size, names, sizes)
 
     def per_frame(self) -> dict[str, float]:
         """Every integer field (and the TLB totals) divided by ``frames``: the per-flip
@@ -162,21 +180,50 @@ class Counts:
             str(size): {"mapped": m, "unmapped": u} for size, m, u in self.pages_by_size
         }
         out["ioctls_by_name"] = dict(self.ioctls_by_name)
+        out["tlb_sizes"] = [list(row) for row in self.tlb_sizes]
         return out
 
 
 ZERO: Final = Counts()
 
 
-def from_parts(n: list[int], by_size: dict[int, list[int]], names: dict[str, int]) -> Counts:
-    """Build a :class:`Counts` from an accumulator layout (zero rows dropped, rows sorted)."""
+def from_parts(
+    n: list[int],
+    by_size: dict[int, list[int]],
+    names: dict[str, int],
+    sizes: dict[tuple[str, int, int, int], list[int]] | None = None,
+) -> Counts:
+    """Build a :class:`Counts` from an accumulator layout (zero rows dropped, rows sorted).
+    ``sizes`` maps ``(vm_kind, page_size, lo_pages, hi_pages)`` to ``[invalidations,
+    pages]``."""
     return Counts(
         *n,  # type: ignore[arg-type, misc]
         pages_by_size=tuple(
             (size, cell[0], cell[1]) for size, cell in sorted(by_size.items()) if cell[0] or cell[1]
         ),
         ioctls_by_name=tuple((k, v) for k, v in sorted(names.items()) if v),
+        tlb_sizes=tuple(
+            (*key, cell[0], cell[1]) for key, cell in sorted((sizes or {}).items()) if cell[0]
+        ),
     )
+
+
+def _add_sizes(
+    sizes: dict[tuple[str, int, int, int], list[int]], rows: Iterable[TlbSizeRow], sign: int
+) -> None:
+    for kind, ps, lo, hi, inv, pages in rows:
+        cell = sizes.setdefault((kind, ps, lo, hi), [0, 0])
+        cell[0] += sign * inv
+        cell[1] += sign * pages
+
+
+def size_bucket(pages: int) -> tuple[int, int]:
+    """The power-of-two bucket ``(lo, hi)`` (``lo = 2**(k-1) + 1``, ``hi = 2**k``) that
+    holds an invalidation of ``pages`` entries (``(n, n)`` for ``n <= 1``)."""
+    if pages <= 1:
+        return pages, pages
+    hi = 1 << (pages - 1).bit_length()
+    return hi // 2 + 1, hi
 
 
 def _combine(a: Counts, b: Counts, sign: int) -> Counts:
@@ -189,4 +236,7 @@ def _combine(a: Counts, b: Counts, sign: int) -> Counts:
     names = dict(a.ioctls_by_name)
     for name, k in b.ioctls_by_name:
         names[name] = names.get(name, 0) + sign * k
-    return from_parts(n, by_size, names)
+    sizes: dict[tuple[str, int, int, int], list[int]] = {}
+    _add_sizes(sizes, a.tlb_sizes, 1)
+    _add_sizes(sizes, b.tlb_sizes, sign)
+    return from_parts(n, by_size, names, sizes)

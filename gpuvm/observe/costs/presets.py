@@ -24,8 +24,10 @@ from typing import Any, Final
 
 import attrs
 
-from gpuvm.observe.costs.counts import Counts
+from gpuvm.core.errors import GpuvmError
+from gpuvm.observe.costs.counts import Counts, TlbSizeRow
 from gpuvm.observe.costs.errors import PresetError, PresetFormatError, UnknownPreset
+from gpuvm.observe.timeline.tlb import INVALIDATION_KINDS, InvalidationRule
 
 __all__ = [
     "CostBreakdown",
@@ -71,7 +73,18 @@ REQUIRED_KEYS: Final = (
     "tlb_flush_us",
 )
 """Keys a preset without ``extends`` must give."""
-TABLE_KEYS: Final = ("ioctl_us_by_name",)
+TABLE_KEYS: Final = ("ioctl_us_by_name", "invalidation")
+RULE_KEYS: Final = (
+    "kind",
+    "page_us",
+    "range_us",
+    "context_us",
+    "threshold_bytes",
+    "threshold_pages",
+)
+"""Keys of a preset's ``[preset.NAME.invalidation]`` table (only ``kind`` is required;
+``page_us`` defaults to the preset's ``tlb_page_us``, ``range_us`` and ``context_us`` to
+its ``tlb_flush_us``, the thresholds to 0: none)."""
 FILE_KEYS: Final = ("extends",)
 ALL_KEYS: Final = (*TEXT_KEYS, *NUMBER_KEYS, *TABLE_KEYS, *FILE_KEYS)
 
@@ -113,6 +126,64 @@ def _table_problem(value: object) -> str | None:
         if problem is not None:
             return f"ioctl {name!r}: {problem}"
     return None
+
+
+def rule_of_table(value: object, *, page_us: float, flush_us: float) -> InvalidationRule:
+    """The :class:`InvalidationRule` of a preset's ``invalidation`` table; anything
+    malformed raises :class:`PresetFormatError` naming the key."""
+    if not isinstance(value, Mapping):
+        raise PresetFormatError(f"expected a table of {', '.join(RULE_KEYS)}, got {value!r}")
+    for key in value:
+        if key not in RULE_KEYS:
+            raise PresetFormatError(f"unknown key {key!r}; known keys: {', '.join(RULE_KEYS)}")
+    kind = value.get("kind")
+    if kind not in INVALIDATION_KINDS:
+        raise PresetFormatError(
+            f"key 'kind': expected one of {', '.join(INVALIDATION_KINDS)}, got {kind!r}"
+        )
+    nums: dict[str, float] = {}
+    for key, default in (("page_us", page_us), ("range_us", flush_us), ("context_us", flush_us)):
+        x = value.get(key, default)
+        problem = _number_problem(key, x)
+        if problem is not None:
+            raise PresetFormatError(f"key {key!r}: {problem}")
+        nums[key] = float(x)
+    limits: dict[str, int] = {}
+    for key in ("threshold_bytes", "threshold_pages"):
+        limit = value.get(key, 0)
+        if type(limit) is not int or limit < 0:
+            raise PresetFormatError(f"key {key!r}: expected an integer >= 0, got {limit!r}")
+        limits[key] = limit
+    try:
+        return InvalidationRule(
+            kind=kind,
+            page_us=nums["page_us"],
+            range_us=nums["range_us"],
+            context_us=nums["context_us"],
+            threshold_bytes=limits["threshold_bytes"],
+            threshold_pages=limits["threshold_pages"],
+        )
+    except GpuvmError as exc:  # pragma: no cover - the checks above come first
+        raise PresetFormatError(str(exc)) from None
+
+
+def rule_us(rule: InvalidationRule, rows: Iterable[TlbSizeRow]) -> float:
+    """Microseconds of the invalidations of histogram ``rows`` (see
+    :attr:`Counts.tlb_sizes`) under ``rule``.  An exact row is priced at its size; a bucket
+    row (only past :data:`~gpuvm.observe.costs.counts.MAX_EXACT_TLB_SIZES` distinct sizes)
+    takes the threshold decision at its mean size, its per-page term from its exact
+    pages."""
+    total = 0.0
+    for _vm_kind, ps, lo, hi, inv, pages in rows:
+        if lo == hi:
+            total += inv * rule.pages_us(lo, ps)
+            continue
+        kind = rule.effective_kind(pages * ps // max(inv, 1), ps)
+        if kind == "per_page":
+            total += pages * rule.page_us
+        else:
+            total += inv * (rule.range_us if kind == "range" else rule.context_us)
+    return total
 
 
 def _to_float(value: object) -> object:
@@ -210,6 +281,10 @@ class CostPreset:
     vma_destroy_us: float = _num(0.0)
     migrate_fixed_us: float = _num(0.0)
     migrate_gb_per_s: float = _num(25.0)
+    invalidation: InvalidationRule | None = None
+    """How one TLB invalidation is priced by its size (per page, per range, whole context,
+    with a size threshold), applied to every invalidation whose size the counts recorded
+    (``Counts.tlb_sizes``), whatever its VM declared; ``None``: by ``tlb_kind``."""
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -231,6 +306,11 @@ class CostPreset:
                 f"preset {self.name!r}: key 'ioctl_us_by_name': "
                 f"{problem if isinstance(table, tuple) else 'expected a table'}"
             )
+        if self.invalidation is not None and not isinstance(self.invalidation, InvalidationRule):
+            raise PresetFormatError(
+                f"preset {self.name!r}: key 'invalidation': expected an InvalidationRule, "
+                f"got {self.invalidation!r}"
+            )
 
     # --- pricing ------------------------------------------------------------------------
 
@@ -244,13 +324,7 @@ class CostPreset:
                 us = table.get(ioctl_key(name))
                 if us is not None:
                     ioctl += k * (us - self.ioctl_us)
-        kind = self.tlb_kind
-        if kind == "declared":
-            tlb = c.tlb_range_pages * self.tlb_page_us + c.tlb_flushes * self.tlb_flush_us
-        elif kind == "per_page":
-            tlb = (c.tlb_range_pages + c.tlb_flush_pages) * self.tlb_page_us
-        else:
-            tlb = (c.tlb_range_invalidations + c.tlb_flushes) * self.tlb_flush_us
+        tlb = self._tlb_us(c)
         return CostBreakdown(
             preset=self.name,
             ioctl_ms=ioctl / 1000.0,
@@ -270,6 +344,29 @@ class CostPreset:
             / 1000.0,
         )
 
+    def _tlb_us(self, c: Counts) -> float:
+        """TLB microseconds: the invalidations with a recorded size through the
+        invalidation rule (if any), the rest by ``tlb_kind``."""
+        range_n, range_pages = c.tlb_range_invalidations, c.tlb_range_pages
+        flush_n, flush_pages = c.tlb_flushes, c.tlb_flush_pages
+        tlb = 0.0
+        rule = self.invalidation
+        if rule is not None and c.tlb_sizes:
+            tlb = rule_us(rule, c.tlb_sizes)
+            for vm_kind, _ps, _lo, _hi, inv, pages in c.tlb_sizes:
+                if vm_kind == "per_page":
+                    range_n, range_pages = range_n - inv, range_pages - pages
+                else:
+                    flush_n, flush_pages = flush_n - inv, flush_pages - pages
+        kind = self.tlb_kind
+        if kind == "declared":
+            tlb += range_pages * self.tlb_page_us + flush_n * self.tlb_flush_us
+        elif kind == "per_page":
+            tlb += (range_pages + flush_pages) * self.tlb_page_us
+        else:
+            tlb += (range_n + flush_n) * self.tlb_flush_us
+        return tlb
+
     def cost(self, counts: Counts) -> float:
         """The price of ``counts`` in milliseconds."""
         return self.breakdown(counts).total_ms
@@ -284,27 +381,42 @@ class CostPreset:
         """The price of ``ops`` map calls writing ``pages`` entries in all."""
         return self.cost(Counts(map_ops=ops, pages_mapped=pages))
 
-    def unmap_ms(self, pages: int, *, tlb_kind: str = "context_flush", ops: int = 1) -> float:
-        """The price of ``ops`` unmap calls clearing ``pages`` entries, each followed by
-        its TLB invalidation on a VM of kind ``tlb_kind`` (the preset's own ``tlb_kind``
-        wins unless it is ``declared``)."""
+    def unmap_ms(
+        self, pages: int, *, tlb_kind: str = "context_flush", ops: int = 1, page_size: int = 4096
+    ) -> float:
+        """The price of ``ops`` unmap calls clearing ``pages`` entries of ``page_size``
+        (split evenly), each followed by its TLB invalidation on a VM of kind ``tlb_kind``
+        (the preset's invalidation rule, else its own ``tlb_kind`` unless ``declared``,
+        wins)."""
+        if tlb_kind not in ("per_page", "context_flush"):
+            raise PresetError(f"tlb_kind must be per_page or context_flush, got {tlb_kind!r}")
+        each, rest = divmod(pages, ops) if ops > 0 else (0, 1)
+        sizes: tuple[TlbSizeRow, ...] = ()
+        if not rest:
+            sizes = ((tlb_kind, page_size, each, each, ops, pages),)
         if tlb_kind == "per_page":
             c = Counts(
                 unmap_ops=ops,
                 pages_unmapped=pages,
                 tlb_range_invalidations=ops,
                 tlb_range_pages=pages,
+                tlb_sizes=sizes,
             )
-        elif tlb_kind == "context_flush":
-            c = Counts(unmap_ops=ops, pages_unmapped=pages, tlb_flushes=ops, tlb_flush_pages=pages)
         else:
-            raise PresetError(f"tlb_kind must be per_page or context_flush, got {tlb_kind!r}")
+            c = Counts(
+                unmap_ops=ops,
+                pages_unmapped=pages,
+                tlb_flushes=ops,
+                tlb_flush_pages=pages,
+                tlb_sizes=sizes,
+            )
         return self.cost(c)
 
     def as_dict(self) -> dict[str, object]:
         """Every field, JSON-ready, in a fixed order."""
-        out: dict[str, object] = attrs.asdict(self)
+        out: dict[str, object] = attrs.asdict(self, recurse=False)
         out["ioctl_us_by_name"] = dict(self.ioctl_us_by_name)
+        out["invalidation"] = None if self.invalidation is None else self.invalidation.as_dict()
         return out
 
 
@@ -373,6 +485,8 @@ def loads_presets(
         for key, value in table.items():
             if key == "extends":
                 continue
+            if key == "invalidation":
+                continue
             if key in NUMBER_KEYS:
                 problem = _number_problem(key, value)
             elif key in TEXT_KEYS:
@@ -382,6 +496,15 @@ def loads_presets(
             if problem is not None:
                 raise PresetFormatError(f"{where}: key {key!r}: {problem}")
             fields[key] = value
+        if "invalidation" in table:
+            try:
+                fields["invalidation"] = rule_of_table(
+                    table["invalidation"],
+                    page_us=float(fields["tlb_page_us"]),
+                    flush_us=float(fields["tlb_flush_us"]),
+                )
+            except PresetFormatError as exc:
+                raise PresetFormatError(f"{where}: key 'invalidation': {exc.args[0]}") from None
         try:
             preset = CostPreset(name=name, **fields)
         except PresetFormatError as exc:
@@ -463,5 +586,15 @@ def dumps_presets(presets: Iterable[CostPreset]) -> str:
             lines.append("")
             lines.append(f"[preset.{p.name}.ioctl_us_by_name]")
             lines += [f"{_toml_str(k)} = {float(v)!r}" for k, v in p.ioctl_us_by_name]
+        if p.invalidation is not None:
+            r = p.invalidation
+            lines.append("")
+            lines.append(f"[preset.{p.name}.invalidation]")
+            lines.append(f"kind = {_toml_str(r.kind)}")
+            lines += [
+                f"{k} = {float(getattr(r, k))!r}" for k in ("page_us", "range_us", "context_us")
+            ]
+            lines.append(f"threshold_bytes = {int(r.threshold_bytes)}")
+            lines.append(f"threshold_pages = {int(r.threshold_pages)}")
         chunks.append("\n".join(lines) + "\n")
     return "\n".join(chunks)

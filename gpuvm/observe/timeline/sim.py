@@ -13,8 +13,11 @@ each CRTC, with the DRM atomic helper's ordering (read at torvalds/linux 2d705c0
 
 The compositor is Weston's repaint loop: it repaints at ``last flip + period - repaint
 window`` (at once if that is past), submits the render job (after an optional VM_BIND job)
-on the GPU ring and commits with the render fence as in-fence.  A vblank at which a CRTC
-latched no new frame is a missed vblank (a dropped frame)."""
+on the GPU ring and commits with the render fence as in-fence.  A workload that closes the
+handles of the buffers it flips (``gem_closes``) does so in the ioctl path before the
+commit; ``msm_gem_close`` (msm_gem.c, 6.17 on) then blocks until every fence of the buffer
+has signalled, here the frame's render fence, unless the context is VM_BIND.  A vblank at
+which a CRTC latched no new frame is a missed vblank (a dropped frame)."""
 
 from __future__ import annotations
 
@@ -66,6 +69,8 @@ class Timeline:
     spans: tuple[Span, ...]
     flips: tuple[tuple[int, int, float, float, int], ...]
     """(crtc, frame, ioctl_at ms, flip_at ms, vblank index) per commit."""
+    blocked: tuple[float, ...] = ()
+    """Milliseconds each commit's ioctl path was blocked in GEM_CLOSE, in commit order."""
 
     @property
     def vblanks(self) -> int:
@@ -99,6 +104,9 @@ class Timeline:
             "flip_latency_ms_max": round(max(lat), 4),
             "commit_tail_cpu_ms": round(p.layers * p.tail_ms, 4),
             "ioctl_cpu_ms": round(p.ioctl_ms + p.layers * p.prepare_ms, 4),
+            "ioctl_blocked_ms": round(sum(self.blocked) / len(self.blocked), 4)
+            if self.blocked
+            else 0.0,
         }
 
 
@@ -113,6 +121,7 @@ def simulate(params: TimelineParams) -> Timeline:
     binder = simpy.Resource(env, capacity=1)
     done = env.event()
     finished = [0]
+    blocked: list[tuple[int, int, float]] = []
 
     def gpu_job(frame: int, crtc: int, fence: simpy.Event) -> Generator[Any, Any, None]:
         if p.vm_bind_ms > 0:
@@ -173,6 +182,12 @@ def simulate(params: TimelineParams) -> Timeline:
             fence = env.event()
             env.process(gpu_job(k, crtc, fence))
             c = _Commit(k, crtc, t0, fence, env.event(), env.event(), env.event(), prev)
+            waited = 0.0
+            if p.close_blocks and not fence.triggered:
+                yield fence  # GEM_CLOSE: dma_resv_wait_timeout(BOOKKEEP) on the new buffer
+                waited = env.now - t0
+                spans.append(Span(f"ioctl{crtc}", f"GEM_CLOSE wait f{k}", t0, env.now, k, crtc))
+            blocked.append((k, crtc, waited))
             cpu = p.ioctl_ms + p.layers * p.prepare_ms
             if cpu > 0:
                 yield env.timeout(cpu)
@@ -180,7 +195,8 @@ def simulate(params: TimelineParams) -> Timeline:
                 yield prevprev.cleanup_done  # stall_checks
             if not p.nonblocking:
                 yield env.process(tail(c))  # commit_tail in the ioctl
-            spans.append(Span(f"ioctl{crtc}", f"commit f{k}", t0, max(env.now, t0), k, crtc))
+            t1 = t0 + waited  # the atomic commit ioctl, after the GEM_CLOSE ioctls
+            spans.append(Span(f"ioctl{crtc}", f"commit f{k}", t1, max(env.now, t1), k, crtc))
             if p.nonblocking and p.serial_worker:
                 yield queue.put(c)
             elif p.nonblocking:
@@ -206,4 +222,5 @@ def simulate(params: TimelineParams) -> Timeline:
                 spans.append(Span(f"crtc{crtc}", "dropped", n * period, n * period, -1, crtc))
     spans.sort(key=lambda s: (s.start, s.track, s.name))
     flips.sort()
-    return Timeline(p, tuple(spans), tuple(flips))
+    blocked.sort()
+    return Timeline(p, tuple(spans), tuple(flips), tuple(b[2] for b in blocked))

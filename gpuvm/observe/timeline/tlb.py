@@ -36,14 +36,19 @@ def check_page_size(page_size: int) -> int:
 @attrs.frozen(slots=True, kw_only=True)
 class InvalidationRule:
     """A VM's invalidation kind and prices (us).  ``threshold_bytes`` > 0 switches a
-    per-page or range invalidation to one whole-context flush for unmaps larger than it
-    (arm-smmu's rule; 0: never)."""
+    per-page or range invalidation to one whole-context flush for unmaps larger than it;
+    ``threshold_pages`` > 0 does the same for unmaps of more page-table entries than it,
+    the arm-smmu rule: with ``flush_walk_prefer_tlbiasid`` (Qualcomm SMMUs) the walk flush
+    that io-pgtable-arm issues when an unmap frees a last-level table (512 entries of a
+    4 KiB granule) is one TLBIASID, while leaf entries (pages, 2 MiB blocks) keep one
+    TLBIVA each.  0: never."""
 
     kind: str = "per_page"
     page_us: float = 2.5
     range_us: float = 2.0
     context_us: float = 30.0
     threshold_bytes: int = 0
+    threshold_pages: int = 0
 
     def __attrs_post_init__(self) -> None:
         if self.kind not in INVALIDATION_KINDS:
@@ -54,25 +59,66 @@ class InvalidationRule:
         for name in ("page_us", "range_us", "context_us"):
             if not getattr(self, name) >= 0:
                 raise TimelineError(f"{name} must be >= 0")
-        if self.threshold_bytes < 0:
-            raise TimelineError("threshold_bytes must be >= 0")
+        for name in ("threshold_bytes", "threshold_pages"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise TimelineError(f"{name} must be an integer >= 0, got {v!r}")
 
-    def effective_kind(self, size: int) -> str:
-        """The kind actually used for an unmap of ``size`` bytes."""
+    def effective_kind(self, size: int, page_size: int | None = None) -> str:
+        """The kind actually used for an unmap of ``size`` bytes (of ``page_size`` pages,
+        which the page threshold needs)."""
         if self.threshold_bytes and size > self.threshold_bytes:
+            return "context"
+        if self.threshold_pages and page_size and -(-size // page_size) > self.threshold_pages:
             return "context"
         return self.kind
 
     def invalidations(self, size: int, page_size: int) -> int:
         """Hardware invalidation operations for one unmap of ``size`` bytes."""
         check_page_size(page_size)
-        if self.effective_kind(size) == "per_page":
+        if self.effective_kind(size, page_size) == "per_page":
             return -(-size // page_size)
         return 1
 
+    def pages_us(self, pages: int, page_size: int) -> float:
+        """Microseconds of one invalidation covering ``pages`` page-table entries of
+        ``page_size`` (what the cost counters record per ``TlbInvalidated`` event)."""
+        kind = self.effective_kind(pages * page_size, page_size)
+        if kind == "per_page":
+            return pages * self.page_us
+        return self.range_us if kind == "range" else self.context_us
+
+    def describe(self) -> str:
+        """One line: the kind, its price and the threshold."""
+        price = {
+            "per_page": f"{self.page_us:g} us a page",
+            "range": f"{self.range_us:g} us a range",
+            "context": f"{self.context_us:g} us a context flush",
+        }[self.kind]
+        above = [f"{self.threshold_bytes} bytes"] if self.threshold_bytes else []
+        if self.threshold_pages:
+            above.append(f"{self.threshold_pages} pages")
+        if not above:
+            return f"{self.kind}, {price}"
+        return (
+            f"{self.kind}, {price}; whole context ({self.context_us:g} us) above "
+            f"{' or '.join(above)}"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        """Every field, JSON-ready, in a fixed order."""
+        return {
+            "kind": self.kind,
+            "page_us": self.page_us,
+            "range_us": self.range_us,
+            "context_us": self.context_us,
+            "threshold_bytes": self.threshold_bytes,
+            "threshold_pages": self.threshold_pages,
+        }
+
     def cost_us(self, size: int, page_size: int) -> float:
         """Microseconds of invalidation for one unmap of ``size`` bytes."""
-        kind = self.effective_kind(size)
+        kind = self.effective_kind(size, page_size)
         n = self.invalidations(size, page_size)
         return (
             n * {"per_page": self.page_us, "range": self.range_us, "context": self.context_us}[kind]

@@ -52,6 +52,15 @@ def cmd_presets(args: argparse.Namespace) -> int:
             f"(display VM); eager flip on the display: {m + up:.3f} ms "
             f"({budget_pct(m + up, 60):.1f} % of 60 Hz)"
         )
+        if p.invalidation is not None:
+            small, large = (
+                p.unmap_ms((32 << 20) // ps, tlb_kind="per_page", page_size=ps) * 1000
+                for ps in (4096, 2 << 20)
+            )
+            print(
+                f"    invalidation rule: {p.invalidation.describe()}; 32 MiB unmap incl. "
+                f"invalidation: {small:.1f} us on 4 KiB pages, {large:.1f} us on 2 MiB pages"
+            )
         print(f"    source: {p.source}")
         print()
     return 0

@@ -47,6 +47,16 @@ def add_timeline(sub: SubParsers) -> None:
     )
     p.add_argument("--policy", default="gpuvm_eager", help="teardown policy (or module:Class)")
     p.add_argument("--preset", default="msm-kms", help="cost preset (see gpuvm presets)")
+    p.add_argument(
+        "--source",
+        default="swapchain",
+        help="where the flipped buffers come from: swapchain, client or foreign",
+    )
+    p.add_argument(
+        "--pattern",
+        help="import pattern for client / foreign buffers: weston (default), wlroots, "
+        "android or recreate (import, ADDFB2 and GEM_CLOSE every frame)",
+    )
     p.add_argument("--resolution", default="1080p", help="1080p, 1440p, 4k or WxH")
     p.add_argument("--refresh", type=float, default=60.0, help="refresh rate, Hz")
     p.add_argument("--layers", type=int, default=1, help="planes per commit")
@@ -91,6 +101,19 @@ def _overrides(args: argparse.Namespace, hz: float) -> dict[str, Any]:
     }
 
 
+def _check_setting(source: str, pattern: str) -> None:
+    """A bad source or pattern is a usage error (one line, exit 2)."""
+    from gpuvm.study.workloads import PAGEFLIP_PATTERNS, SOURCES
+
+    if source not in SOURCES:
+        raise UsageError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+    if (source == "swapchain") != (pattern == "own") or pattern not in PAGEFLIP_PATTERNS:
+        allowed = ["own"] if source == "swapchain" else [p for p in PAGEFLIP_PATTERNS if p != "own"]
+        raise UsageError(
+            f"pattern {pattern!r} does not fit source {source!r}; use {', '.join(allowed)}"
+        )
+
+
 def cmd_timeline(args: argparse.Namespace) -> int:
     try:
         import simpy  # noqa: F401
@@ -108,6 +131,9 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     for out in (args.perfetto, args.chart, args.sweep_chart):
         if out is not None and not out.resolve().parent.is_dir():
             raise UsageError(f"cannot write {out}: no such directory")
+    source = args.source
+    pattern = args.pattern or ("own" if source == "swapchain" else "weston")
+    _check_setting(source, pattern)
     row = setting_row(
         args.policy,
         preset,
@@ -115,6 +141,8 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         refresh_hz=args.refresh,
         layers=args.layers,
         page_size=args.page_size,
+        source=source,
+        pattern=pattern,
     )
     if row["map_ms"] is None:
         raise UsageError(f"the setting did not run: {row['status']} {row['error']}")
@@ -125,6 +153,8 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         f"{args.policy}, {preset.name}, {res}, {args.refresh:g} Hz, {args.layers} plane(s), "
         f"page {args.page_size}"
     )
+    if source != "swapchain":
+        setting += f", {source} buffers ({pattern})"
     if args.perfetto is not None:
         args.perfetto.write_text(dumps_perfetto(tl))
     if args.chart is not None:
@@ -145,6 +175,8 @@ def cmd_timeline(args: argparse.Namespace) -> int:
                     refresh_hz=hz,
                     layers=args.layers,
                     page_size=args.page_size,
+                    source=source,
+                    pattern=pattern,
                 )
                 if r["map_ms"] is not None:
                     pts.append(
@@ -164,6 +196,8 @@ def cmd_timeline(args: argparse.Namespace) -> int:
             "refresh_hz": args.refresh,
             "layers": args.layers,
             "page_size": args.page_size,
+            "source": source,
+            "pattern": pattern,
         },
         "params": {
             k: getattr(params, k)
@@ -178,6 +212,8 @@ def cmd_timeline(args: argparse.Namespace) -> int:
                 "prepare_ms",
                 "tail_ms",
                 "vm_bind_ms",
+                "gem_closes",
+                "close_waits",
             )
         },
         "metrics": metrics,
@@ -190,5 +226,10 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         f"per plane: prepare_fb {params.prepare_ms:.4f} ms, cleanup_fb {params.tail_ms:.4f} ms; "
         f"render {params.render_ms:g} ms, repaint window {params.repaint_window_ms:g} ms"
     )
+    if params.gem_closes:
+        print(
+            f"GEM_CLOSE per commit: {params.gem_closes}, "
+            + ("waits for the render fence" if params.close_blocks else "does not wait")
+        )
     _print_table(["metric", "value"], [[k, f"{v:g}"] for k, v in metrics.items()])
     return 0

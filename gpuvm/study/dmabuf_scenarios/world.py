@@ -165,7 +165,8 @@ class _World:
         self.shared: list[DmaBuf] = []
 
     def device(self, caps: DeviceCaps, **loc: str) -> Device:
-        dev = Device("nouveau", name=caps.name, display=False, caps=caps, topology=self.topology)
+        flavour = "xe" if caps.driver == "xe" else "nouveau"  # the ioctl tables of its driver
+        dev = Device(flavour, name=caps.name, display=False, caps=caps, topology=self.topology)
         self.topology.add(caps, **loc)
         dev.bus.subscribe(self.meter, _KINDS)
         self.devices.append(dev)
