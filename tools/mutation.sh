@@ -50,6 +50,9 @@ if [ -z "$tests" ]; then
         plan_reuse events_bus mutation_kills madvise lookups splitmerge_props; do
         if [ -f "$root/tests/test_$t.py" ]; then tests="$tests tests/test_$t.py"; fi
     done
+    # A subprocess replay with a 60 s timeout: too slow under mutmut's tracing on a loaded
+    # machine (it broke the stats pass once).
+    tests="$tests --deselect=tests/test_api_contract.py::test_planes_trace_replay_one_line_exit_2"
 fi
 write_config() {
     {
