@@ -54,7 +54,7 @@ def test_explain_labels_edge_kinds() -> None:
     h = f.create_bo(P, name="scanout")
     f.page_flip(dev.plane(), f.add_fb(h))
     text = explain(f.bo(h))
-    assert "GEM scanout <-[handle]- handle 1 of DrmFile" in text
+    assert "GEM scanout <-[handles]- handles of GEM scanout <-[handle]- handle 1 of DrmFile" in text
     assert "GEM scanout <-[framebuffer]- FB" in text
     assert "<-[plane]- plane state of plane0(gpu0)" in text
     assert "GEM scanout <-[vm_bo]- VmBo(gpu0.kms, scanout) <-[va link]- VMA(" in text
@@ -93,9 +93,9 @@ def test_edge_without_reference_is_flagged() -> None:
     h = f.create_bo(P)
     f.get_iova(h)  # context VMA holds a VmBo which holds the buffer
     bo = f.bo(h)
-    bo.refs.put(handle_holder(f, h))  # the handle loses its reference, keeps its entry
+    bo.refs.put(bo.handle_ref)  # the handles lose their one reference, keep their entries
     msgs = [v.message for v in checker.check()]
-    assert any("points at GEM" in m and "[handle] without holding a reference" in m for m in msgs)
+    assert any("points at GEM" in m and "[handles] without holding a reference" in m for m in msgs)
 
 
 def test_transient_holder_left_behind_is_flagged() -> None:

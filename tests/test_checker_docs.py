@@ -22,7 +22,7 @@ def test_docs_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
         exec(compile(code, str(DOC), "exec"), scope)
     out = capsys.readouterr().out
     for expected in (
-        "GEM scanout <-[handle]- handle 1 of DrmFile(gpu0.file",
+        "GEM scanout <-[handles]- handles of GEM scanout <-[handle]- handle 1 of DrmFile(gpu0.file",
         "scanout mapped pin 1) <-[owns]- FB",
         "(scanout) <-[plane]- plane state of plane0(gpu0) <-[of]- plane0(gpu0)",
         "GEM scanout <-[framebuffer]- FB",

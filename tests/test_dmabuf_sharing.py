@@ -45,7 +45,7 @@ def world(
     return topo, mem, caps
 
 
-def shared(
+def shared(  # CONFIG_DMABUF_MOVE_NOTIFY built unless move_notify_built=False is given
     mem: MemoryManager,
     caps: DeviceCaps,
     topo: Topology,
@@ -68,7 +68,7 @@ def shared(
         obj.resv,
         name="buf",
         bus=mem.bus,
-        sharing=Exporter(caps, mem, topology=topo, **kw),  # type: ignore[arg-type]
+        sharing=Exporter(caps, mem, topology=topo, **{"move_notify_built": True, **kw}),  # type: ignore[arg-type]
     )
     d.get("fd")
     return d
@@ -141,7 +141,8 @@ def test_xe_exporter_refuses_vram_only_buffer_eopnotsupp() -> None:
     topo, mem, caps = world(attrs.evolve(amdgpu_dgpu("dgpu"), exporter=EXPORTERS["xe"]))
     d = shared(mem, caps, topo, allowed=(Domain.VRAM,))
     refused(mem, d, lambda: d.attach("igpu", IGPU), NotSupported, E.EOPNOTSUPP)
-    # a p2p importer is fine and maps VRAM in place
+    # with CONFIG_DMABUF_MOVE_NOTIFY a p2p importer is fine and maps VRAM in place (without
+    # it the map pins, and xe_dma_buf_pin refuses: tests/test_kernel_exact_refs.py)
     a = d.attach("dgpu2", DGPU2, p2p_ops())
     assert d.map(a) is not None and dom(d) == Domain.VRAM
 
@@ -419,7 +420,14 @@ def test_invariant_pinned_backing_reached_by_every_mapped_attachment() -> None:
 
 def devices(importer: DeviceCaps) -> tuple[Device, Device, DrmFile, DrmFile, int]:
     topo = Topology()
-    dgpu = Device("nouveau", name="dgpu", display=False, caps=amdgpu_dgpu("dgpu"), topology=topo)
+    dgpu = Device(
+        "nouveau",
+        name="dgpu",
+        display=False,
+        caps=amdgpu_dgpu("dgpu"),
+        topology=topo,
+        dmabuf_move_notify=True,  # these tests are about move_notify (stock kernels: off)
+    )
     topo.add(amdgpu_dgpu("dgpu"), root="pci0")
     other = Device("nouveau", name=importer.name, display=False, caps=importer, topology=topo)
     client, comp = dgpu.open(name="client"), other.open(name="comp")

@@ -18,8 +18,16 @@ IMM = GpuVmFlags.IMMEDIATE_MODE
 PROT = GpuVmFlags.RESV_PROTECTED
 
 
-def checked(flags: GpuVmFlags | int = 0) -> GpuVm:
-    return GpuVm(0, 1 << 20, name="vm", flags=flags, lock_checks=True, vm_bo_validate=lambda b: 0)
+def checked(flags: GpuVmFlags | int = 0, *, obtain_locked: bool = True) -> GpuVm:
+    return GpuVm(
+        0,
+        1 << 20,
+        name="vm",
+        flags=flags,
+        lock_checks=True,
+        vm_bo_validate=lambda b: 0,
+        obtain_locked=obtain_locked,
+    )
 
 
 def test_checks_are_off_by_default() -> None:
@@ -72,8 +80,10 @@ def test_unmapping_an_unheld_object_is_refused_even_when_the_request_has_none() 
     vm.check_invariants()
 
 
-def _setup(flags: GpuVmFlags | int = 0) -> tuple[GpuVm, GemObject, Va]:
-    vm = checked(flags)
+def _setup(
+    flags: GpuVmFlags | int = 0, *, obtain_locked: bool = True
+) -> tuple[GpuVm, GemObject, Va]:
+    vm = checked(flags, obtain_locked=obtain_locked)
     obj = GemObject(4 * P, name="a")
     with locked(vm.resv, vm.gem_lock(obj)) if flags & PROT else locked(vm.gem_lock(obj)):
         [va] = vm.map(0, P, obj)
@@ -176,7 +186,9 @@ def test_resv_protected_unmap_needs_the_vm_resv_only_when_a_vm_bo_dies() -> None
 
 
 def test_obtain_prealloc_needs_the_gem_lock() -> None:
-    vm, obj, _va = _setup()
+    """The ``drm_gpuvm_bo_obtain_prealloc`` before it took the GEM lock itself (the newest
+    one: tests/test_kernel_exact_refs.py)."""
+    vm, obj, _va = _setup(obtain_locked=False)
     other = GemObject(4 * P, name="b")
     pre = vm.bo_create(other)  # creating is allowed unlocked: it is not listed yet
     with unchanged(vm, obj, other, pre), pytest.raises(LockNotHeld):

@@ -84,6 +84,8 @@ def test_patches_are_undone(mutant: Mutant) -> None:
             DmaBuf.check_invariants,
             Exporter.p2p,
             LifetimeChecker.report,
+            gpuvm.drm.file.DrmFile._new_handle,
+            gpuvm.drm.file.DrmFile._close_handle,
         )
 
     before = state()

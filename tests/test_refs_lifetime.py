@@ -179,7 +179,7 @@ def test_identical_remap_keeps_vm_bo() -> None:
 
 
 def test_obtain_prealloc_hit_and_miss() -> None:
-    vm = GpuVm(0, 0x1000)
+    vm = GpuVm(0, 0x1000, obtain_locked=False)  # the API before drm_gpuvm_bo_obtain_locked
     bo = GemObject(0x100)
     pre = vm.bo_create(bo)
     assert not listed(pre) and bo.vm_bos == [] and bo.refs.count(pre) == 1

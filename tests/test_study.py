@@ -62,10 +62,12 @@ def test_rows_have_the_required_keys(study: Study) -> None:
 
 def test_rows_record_the_kernel_profile(study: Study) -> None:
     """Every row names the kernel-version profile its device ran under: the pre-6.17 policy
-    runs as msm before the VM_BIND series, the others as mainline."""
+    runs as msm before the VM_BIND series, gpuvm_eager as the series before 3bebfd53af0f
+    (msm-pre-vma-ref), the others as mainline."""
+    defaults = {"legacy_pre_6_17": "msm-pre-6.17", "gpuvm_eager": "msm-pre-vma-ref"}
     kernels = {(r["policy"], r["kernel"]) for r in study.rows()}
     for policy, kernel in kernels:
-        assert kernel == ("msm-pre-6.17" if policy == "legacy_pre_6_17" else "mainline")
+        assert kernel == defaults.get(policy, "mainline")
     assert {p for p, _ in kernels} == set(POLICIES)
 
 
@@ -204,4 +206,4 @@ def test_a_run_refused_at_set_up_is_a_row_with_every_key() -> None:
     assert list(row) == list(ROW_KEYS)
     assert row["status"] == "exhausted" and row["errno"] == "ENOSPC"
     assert row["frames"] == 0 and row["ms_per_flip"] is None
-    assert row["kernel"] == "mainline"
+    assert row["kernel"] == "msm-pre-vma-ref"  # gpuvm_eager's default profile

@@ -201,6 +201,7 @@ def _dmabuf_session() -> tuple[Session, str]:
         display=False,
         caps="amdgpu_dgpu",
         pci_root="pci0",
+        dmabuf_move_notify=True,  # CONFIG_DMABUF_MOVE_NOTIFY=y: the importer stays dynamic
     )
     ig = s.do("device", flavour="msm", policy="gpuvm_vma_ref", caps="xe_igpu")
     p0, p1 = s.do("process"), s.do("process")
@@ -285,6 +286,7 @@ def test_refused_dmabuf_ops_change_nothing() -> None:
         display=False,
         caps="amdgpu_dgpu",
         pci_root="pci0",
+        dmabuf_move_notify=True,  # CONFIG_DMABUF_MOVE_NOTIFY=y: the importer stays dynamic
     )
     ig = s.do("device", flavour="msm", policy="gpuvm_vma_ref", caps="xe_igpu")
     plain = s.do("device", flavour="msm", policy="gpuvm_vma_ref", display=False)

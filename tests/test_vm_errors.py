@@ -36,6 +36,7 @@ from gpuvm import (
     MapOp,
     MapRequest,
     NoObject,
+    NotImmediateMode,
     NotInserted,
     NotSupported,
     OpList,
@@ -166,7 +167,12 @@ CASES: list[Case] = [
         EINVAL,
     ),
     ("obtain_prealloc foreign", lambda s: s.vm.bo_obtain_prealloc(s.vb2), LinkError, EINVAL),
-    ("obtain_prealloc listed", lambda s: s.vm.bo_obtain_prealloc(s.vb_ext), LinkError, EINVAL),
+    (
+        "obtain_prealloc outside IMMEDIATE_MODE",
+        lambda s: s.vm.bo_obtain_prealloc(s.vb_ext),
+        NotImmediateMode,
+        EINVAL,
+    ),
     ("bo_unmap_ops foreign", lambda s: s.vm.bo_unmap_ops(s.vb2), LinkError, EINVAL),
     ("bo_evict foreign", lambda s: s.vm.bo_evict(s.vb2), LinkError, EINVAL),
     # --- freeing VAs ---

@@ -45,6 +45,7 @@ from gpuvm import (
     InvalidRange,
     MapRequest,
     NoObject,
+    NotImmediateMode,
     NotInserted,
     NotSupported,
     PrefetchOp,
@@ -88,6 +89,7 @@ class VmMachine(RuleBasedStateMachine):
                 reserve_range=KNODE[1],
                 name="vm0",
                 vm_free=lambda vm: self._freed_vm(0),
+                obtain_locked=False,  # the VmBo-obtain API before drm_gpuvm_bo_obtain_locked
             ),
             GpuVm(
                 0,
@@ -372,6 +374,10 @@ class VmMachine(RuleBasedStateMachine):
         before = gem.vm_bo_for(vm)
         if prealloc:
             pre = vm.bo_create(gem)
+            if vm.obtain_locked and not vm.immediate_mode:  # the newest one needs the mode
+                self.rejected(NotImmediateMode, lambda: vm.bo_obtain_prealloc(pre))
+                pre.put()
+                return
             vb = vm.bo_obtain_prealloc(pre)
             assert (pre.freed and vb is before) if before is not None else vb is pre
         else:

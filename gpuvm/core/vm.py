@@ -75,6 +75,7 @@ class GpuVm:
         "_immediate",
         "_issued",
         "_issued_gen",
+        "_obtain_locked",
         "_protected",
         "bo_defer",
         "bus",
@@ -116,6 +117,7 @@ class GpuVm:
         vm_free: Callable[[GpuVm], None] | None = None,
         direction: RefDirection = RefDirection.VM_BO_HOLDS_GEM,
         lock_checks: bool = False,
+        obtain_locked: bool = True,
     ) -> None:
         check_u64("start", start)
         check_u64("range", range)
@@ -138,6 +140,7 @@ class GpuVm:
         self.vm_bo_validate = vm_bo_validate
         self.vm_free = vm_free
         self.lock_checks = lock_checks
+        self._obtain_locked = bool(obtain_locked)
         self.index: VaIndex[Va] = VaIndex(direction)
         self.extobj: dict[VmBo, None] = {}
         self.evict: dict[VmBo, None] = {}
@@ -199,6 +202,14 @@ class GpuVm:
         """``drm_gpuvm_immediate_mode``: link / unlink may run in the fence-signalling path
         (deferred puts, the GEM's own gpuva lock)."""
         return self._immediate
+
+    @property
+    def obtain_locked(self) -> bool:
+        """The VmBo-obtain API of the newest ``drm_gpuvm.c`` (the default): ``bo_obtain`` is
+        ``drm_gpuvm_bo_obtain_locked`` and WARNs in IMMEDIATE_MODE; ``bo_obtain_prealloc``
+        requires IMMEDIATE_MODE and takes the GEM's gpuva lock itself.  False: the API
+        before that series (a kernel-profile switch the driver layer passes down)."""
+        return self._obtain_locked
 
     @property
     def kref(self) -> int:
@@ -265,6 +276,7 @@ class GpuVm:
     bo_create = vm_bos.bo_create
     bo_find = vm_bos.bo_find
     bo_obtain = vm_bos.bo_obtain
+    bo_obtain_locked = vm_bos.bo_obtain
     bo_obtain_prealloc = vm_bos.bo_obtain_prealloc
     is_extobj = vm_bos.is_extobj
     bo_evict = vm_bos.bo_evict

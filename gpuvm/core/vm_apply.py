@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from gpuvm.core import vm_bos
 from gpuvm.core.errors import InvalidRange, InvalidValue, StaleOps, VaExists
 from gpuvm.core.events import Mapped, TlbInvalidated, Unmapped
 from gpuvm.core.gem import GemObject
@@ -163,7 +164,7 @@ def apply(vm: GpuVm, ops: Sequence[Op]) -> list[Va]:
     map_bos: dict[int, VmBo] = {}
     for op in ops:
         if isinstance(op, MapOp) and op.obj is not None and id(op.obj) not in map_bos:
-            map_bo = vm.bo_obtain(op.obj, _APPLY)
+            map_bo = vm_bos._obtain(vm, op.obj, _APPLY)
             map_bo.extobj_add()
             map_bos[id(op.obj)] = map_bo
     for op in ops:

@@ -1,7 +1,8 @@
 """VmBo management on the VM's side: create, find, obtain, link, unlink, deferred cleanup.
 
-Models ``drm_gpuvm_bo_create`` / ``drm_gpuvm_bo_find`` / ``drm_gpuvm_bo_obtain`` /
-``drm_gpuvm_bo_obtain_prealloc``, ``drm_gpuvm_is_extobj``, ``drm_gpuvm_bo_evict``,
+Models ``drm_gpuvm_bo_create`` / ``drm_gpuvm_bo_find`` / ``drm_gpuvm_bo_obtain`` (renamed
+``drm_gpuvm_bo_obtain_locked`` in the newest tree) / ``drm_gpuvm_bo_obtain_prealloc`` (both
+versions, by ``GpuVm(obtain_locked=...)``), ``drm_gpuvm_is_extobj``, ``drm_gpuvm_bo_evict``,
 ``drm_gpuva_link`` / ``drm_gpuva_unlink`` / ``drm_gpuva_unlink_defer`` and
 ``drm_gpuvm_bo_deferred_cleanup`` of ``drivers/gpu/drm/drm_gpuvm.c``.  The VmBo itself (its
 reference count, puts, the extobj / evict list entries, zombies) is
@@ -59,7 +60,23 @@ def bo_find(vm: GpuVm, obj: GemObject, holder: object = CALLER) -> VmBo | None:
 
 
 def bo_obtain(vm: GpuVm, obj: GemObject, holder: object = CALLER) -> VmBo:
-    """``drm_gpuvm_bo_obtain``: find, or create and append to the GEM's list."""
+    """``drm_gpuvm_bo_obtain`` (``drm_gpuvm_bo_obtain_locked`` in the newest tree): find, or
+    create and append to the GEM's list.  The caller holds the GEM's gpuva lock.  With the
+    newest API (``GpuVm(obtain_locked=True)``, the default) a call on an IMMEDIATE_MODE VM is
+    recorded as the kernel's WARN (that mode must use :func:`bo_obtain_prealloc`: this
+    allocates under the gpuva mutex) and then proceeds, as the kernel does."""
+    vm_bo = _obtain(vm, obj, holder)
+    if vm._obtain_locked and vm._immediate:  # recorded once the call can no longer fail
+        vm._warn(
+            f"drm_gpuvm_bo_obtain_locked on {vm.name}, which is in IMMEDIATE_MODE "
+            "(use drm_gpuvm_bo_obtain_prealloc)"
+        )
+    return vm_bo
+
+
+def _obtain(vm: GpuVm, obj: GemObject, holder: object) -> VmBo:
+    """The body of :func:`bo_obtain`, also the model's own lookup in ``apply`` (a model
+    step, not a driver call, so no WARN)."""
     if vm.fence_depth:
         vm._no_fence("drm_gpuvm_bo_obtain")
     vm_bo = vm.bo_find(obj, holder)
@@ -75,10 +92,21 @@ def bo_obtain(vm: GpuVm, obj: GemObject, holder: object = CALLER) -> VmBo:
 def bo_obtain_prealloc(vm: GpuVm, pre: VmBo, holder: object = CALLER) -> VmBo:
     """``drm_gpuvm_bo_obtain_prealloc``: on a hit, drop ``pre`` (destroying it) and
     return the hit with a new reference; else list ``pre`` and return it.  ``pre`` must
-    come from :meth:`bo_create` with the same holder."""
+    come from :meth:`bo_create` with the same holder.
+
+    Two versions, chosen by ``GpuVm(obtain_locked=...)``.  The newest (default; "drm/gpuvm:
+    take GEM lock inside drm_gpuvm_bo_obtain_prealloc()",
+    ``<20251128-gpuvm-rust-v1-1-ebf66bf234e0@google.com>``) requires IMMEDIATE_MODE (the
+    kernel WARNs and takes the wrong lock; the model refuses, :class:`NotImmediateMode`),
+    takes the GEM's ``gpuva.lock`` itself (a caller already holding it self-deadlocks:
+    :class:`LockMisuse`) and frees a dropped ``pre`` after unlocking, outside every list
+    (``drm_gpuvm_bo_destroy_not_in_lists``), so no destroy locks are needed.  The older one
+    wants the caller to hold the gpuva lock, and the destroy locks when ``pre`` dies."""
     if pre.vm is not vm:
         raise LinkError(f"{pre!r} belongs to another VM")
     pre.check_alive("obtain_prealloc")
+    if vm._obtain_locked:
+        return _obtain_prealloc_locking(vm, pre, holder)
     if vm.lock_checks:
         vm.need_gem_lock(pre.obj, "drm_gpuvm_bo_obtain_prealloc")
         if pre.obj.vm_bo_for(vm) is not None and pre.refs.total == 1:
@@ -94,6 +122,30 @@ def bo_obtain_prealloc(vm: GpuVm, pre: VmBo, holder: object = CALLER) -> VmBo:
         pre.put(holder)
         return hit
     pre.obj.vm_bos.append(pre)
+    pre.listed = True
+    return pre
+
+
+def _obtain_prealloc_locking(vm: GpuVm, pre: VmBo, holder: object) -> VmBo:
+    """The newest ``drm_gpuvm_bo_obtain_prealloc`` (see :func:`bo_obtain_prealloc`)."""
+    vm.check_immediate("drm_gpuvm_bo_obtain_prealloc")
+    obj = pre.obj
+    if vm.lock_checks and obj.gpuva_lock.held:
+        raise LockMisuse(
+            f"drm_gpuvm_bo_obtain_prealloc takes {obj.gpuva_lock!r} itself, but the caller "
+            "holds it (self-deadlock)"
+        )
+    if pre.listed:
+        raise LinkError(f"{pre!r} is already on its GEM's list")
+    pre.refs.check_put(holder)
+    hit = obj.vm_bo_for(vm)
+    if hit is None:
+        vm._check_lock_mode(obj)
+    if hit is not None:
+        hit.get(holder)
+        pre.refs.release(holder, vm.bus, pre._free_not_in_lists)
+        return hit
+    obj.vm_bos.append(pre)
     pre.listed = True
     return pre
 

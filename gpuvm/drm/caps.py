@@ -101,7 +101,9 @@ class ExporterRules:
     them (i915, GEM helpers) ``dma_buf_pin`` does nothing, ``dma_buf_pin_on_map`` never
     pins and the exporter never calls ``dma_buf_move_notify``."""
     pin_all_p2p: Domain
-    """Where ``dma_buf_pin`` freezes the backing when every attachment is p2p."""
+    """Where ``dma_buf_pin`` freezes the backing when every attachment is p2p (only with
+    ``CONFIG_DMABUF_MOVE_NOTIFY``: without it ``amdgpu_dma_buf_pin`` masks VRAM out and
+    ``xe_dma_buf_pin`` disallows it, so ``pin_otherwise`` applies)."""
     pin_otherwise: Domain
     """Where it freezes it when some attachment is not p2p."""
     map_non_p2p: Domain
@@ -121,6 +123,10 @@ class ExporterRules:
     attachments (amdgpu stopped that in Feb 2020 against ping-pong)."""
     contiguous_backing: bool = False
     """The backing is always one contiguous range (GEM DMA helper)."""
+    pin_migrates_to_tt: bool = False
+    """The exporter's pin migrates the buffer to TT first (``xe_dma_buf_pin`` ->
+    ``xe_bo_migrate(bo, XE_PL_TT)``), which refuses a buffer with no system placement (a
+    VRAM-only buffer: ``-EINVAL``)."""
     imported_pin_domains: frozenset[Domain] = attrs.field(
         default=frozenset({Domain.TT}), converter=_dom_set
     )
@@ -156,6 +162,7 @@ EXPORTERS: dict[str, ExporterRules] = {
         refuses_non_system=True,
         notify_from_system=True,
         repromote_while_attached=True,  # [M]
+        pin_migrates_to_tt=True,
         eviction=((Domain.VRAM, (Domain.SYSTEM,)), (Domain.TT, (Domain.SYSTEM,))),
     ),
     "i915": ExporterRules(

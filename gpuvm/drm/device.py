@@ -76,6 +76,7 @@ class Device:
         "context_window",
         "display_vm",
         "display_window",
+        "dmabuf_move_notify",
         "dmabufs",
         "files",
         "flavour",
@@ -113,6 +114,7 @@ class Device:
         topology: Topology | None = None,
         kernel: str | KernelProfile | None = None,
         page_size: int = 4096,
+        dmabuf_move_notify: bool | None = None,
     ) -> None:
         from gpuvm.drm.kms import Plane
 
@@ -129,6 +131,13 @@ class Device:
         self.policy = make_policy(policy)
         self.kernel = kernel_profile(self.policy.default_kernel if kernel is None else kernel)
         """The kernel-version profile (:mod:`gpuvm.drm.kernels`)."""
+        if dmabuf_move_notify is not None:
+            check_bool("dmabuf_move_notify", dmabuf_move_notify)
+        self.dmabuf_move_notify = (
+            self.kernel.dmabuf_move_notify if dmabuf_move_notify is None else dmabuf_move_notify
+        )
+        """``CONFIG_DMABUF_MOVE_NOTIFY`` for the dma-bufs this device exports (default: the
+        profile's, ``n`` as the stock Kconfig)."""
         self.bus = bus if bus is not None else EventBus()
         self.display_window = display_window
         self.context_window = context_window
@@ -400,6 +409,8 @@ class Device:
                 raise AssertionError(f"freed {bo!r} still listed live")
             if bo.handle_count != counts.get(bo, 0):
                 raise AssertionError(f"{bo!r} handle_count {bo.handle_count} != {counts.get(bo)}")
+            if bo.refs.count(bo.handle_ref) != (1 if bo.handle_count else 0):
+                raise AssertionError(f"{bo!r}: {bo.handle_count} handles, {bo.refs!r}")
             if bo.vma_ref.total != sum(bo.vma_ref.holders.values()):
                 raise AssertionError(f"{bo!r} vma_ref {bo.vma_ref!r} inconsistent")
             if bo.busy != sum(j.bos.count(bo) for j in self.jobs):
@@ -421,7 +432,12 @@ class Device:
             for bo in fb.bos:
                 if bo.freed:
                     raise AssertionError(f"{fb!r} holds freed {bo!r}")
-            if fb.prepare_count and self.display_vm is not None:
+            if (
+                fb.prepare_count
+                and self.display_vm is not None
+                and not self.kernel.unpin_detaches_vm
+            ):
+                # (with unpin_detaches_vm the kernel breaks this: a lifetime-checker finding)
                 for bo in fb.bos:
                     vma = self.display_vm.vma_of(bo)
                     if vma is None or not vma.mapped or vma.pin_count <= 0:

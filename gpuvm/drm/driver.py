@@ -74,10 +74,32 @@ class Tally:
 
 
 @attrs.define(slots=True, eq=False, repr=False)
+class HandleRef:
+    """The one buffer reference all GEM handles of a buffer share, over every file of the
+    device: ``drm_gem_handle_create_tail`` takes it when ``handle_count`` goes from 0 to 1
+    and ``drm_gem_object_handle_put_unlocked`` drops it when the count returns to 0.  Its
+    keepers are the open handles, so a leak report still names the handle (and file) that
+    keeps the buffer alive."""
+
+    bo: Bo
+
+    def keepers(self) -> Iterable[object]:
+        bo = self.bo
+        for f in getattr(bo.device, "files", ()):
+            for h, b in sorted(f.handles.items()):
+                if b is bo:
+                    yield Holder(f"handle {h}", who=f)
+
+    def __repr__(self) -> str:
+        return f"handles of {self.bo!r}"
+
+
+@attrs.define(slots=True, eq=False, repr=False)
 class Bo(GemObject):
     """The driver's buffer object (``msm_gem_object`` / ``nouveau_bo``).
 
-    ``handle_count`` counts handles over all files of the device; ``dma_buf`` is the
+    ``handle_count`` counts handles over all files of the device, which together hold one
+    reference, ``handle_ref`` (:class:`HandleRef`); ``dma_buf`` is the
     kernel's ``obj->dma_buf`` (the export cache of an exported buffer, or the dma-buf an
     imported one came from); ``import_attach`` is set on a foreign import; ``vma_ref`` is
     msm 6.17's count of userspace handles, dma-buf exports and pins; ``busy`` counts
@@ -86,6 +108,9 @@ class Bo(GemObject):
 
     device: object = attrs.field(default=None, kw_only=True)
     handle_count: int = attrs.field(default=0, init=False)
+    handle_ref: HandleRef = attrs.field(
+        init=False, default=attrs.Factory(lambda self: HandleRef(self), takes_self=True)
+    )
     dma_buf: DmaBuf | None = attrs.field(default=None, init=False)
     import_attach: Attachment | None = attrs.field(default=None, init=False)
     vma_ref: Tally = attrs.field(init=False, factory=Tally)
@@ -131,6 +156,7 @@ class DriverVm(GpuVm):
         role: str = "context",
         flags: GpuVmFlags | int = 0,
         vm_free: Callable[[GpuVm], None] | None = None,
+        obtain_locked: bool = True,
     ) -> None:
         super().__init__(
             start,
@@ -142,6 +168,7 @@ class DriverVm(GpuVm):
             flags=flags,
             vm_free=vm_free if vm_free is not None else _no_free,
             direction=RefDirection.VM_BO_HOLDS_GEM,
+            obtain_locked=obtain_locked,
         )
         self.tlb_kind = tlb_kind
         self.page_size = page_size
@@ -227,6 +254,7 @@ class ManagedVm(DriverVm):
         weak_refs: bool = False,
         vma_owner: Callable[[ManagedVa], Iterable[object]] | None = None,
         vm_free: Callable[[GpuVm], None] | None = None,
+        obtain_locked: bool = True,
     ) -> None:
         super().__init__(
             start,
@@ -239,6 +267,7 @@ class ManagedVm(DriverVm):
             page_size=page_size,
             role=role,
             vm_free=vm_free,
+            obtain_locked=obtain_locked,
         )
         self.align = page_size
         self._links = 0

@@ -11,9 +11,10 @@ user-managed ``GpuVm`` for a VM_BIND file.
 
 Handle close (``drm_gem_object_release_handle``): the policy's ``on_handle_close``
 (``msm_gem_close``), then the PRIME cache entry goes, then the buffer's handle count drops
-(at zero its ``obj->dma_buf`` reference goes, breaking the export cycle), then the handle's
-buffer reference.  File close (``drm_file_free``): framebuffers removed (planes showing them
-disabled), the file's jobs waited for, every handle closed, then the context VM closed.
+(at zero its ``obj->dma_buf`` reference goes, breaking the export cycle, then the one
+buffer reference all handles share: ``drm_gem_object_handle_put_unlocked``).  File close
+(``drm_file_free``): framebuffers removed (planes showing them disabled), the file's jobs
+waited for, every handle closed, then the context VM closed.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ table): a huge list is refused before any request is built."""
 
 
 def handle_holder(file: DrmFile, handle: int) -> Holder:
-    """The holder of a handle's buffer reference (and of its ``vma_ref``)."""
+    """A handle as a holder: of its ``vma_ref`` (``msm_gem_open`` runs per handle) and, in
+    explanations, of the one buffer reference all handles share (``Bo.handle_ref``)."""
     return Holder(f"handle {handle}", who=file)
 
 
@@ -213,7 +215,8 @@ class DrmFile:
         h = 1
         while h in self.handles:
             h += 1
-        bo.get(handle_holder(self, h))
+        if bo.handle_count == 0:  # drm_gem_handle_create_tail: one reference for all handles
+            bo.get(bo.handle_ref)
         self.handles[h] = bo
         self.handle_counts[bo] = self.handle_counts.get(bo, 0) + 1
         bo.handle_count += 1
@@ -267,7 +270,8 @@ class DrmFile:
             d = bo.dma_buf
             bo.dma_buf = None
             d.put(dma_buf_holder(bo))
-        bo.put(handle_holder(self, handle))
+        if bo.handle_count == 0:  # drm_gem_object_handle_put_unlocked: the handles' reference
+            bo.put(bo.handle_ref)
 
     # --- global names --------------------------------------------------------------------
 
@@ -602,8 +606,10 @@ class DrmFile:
         for h, bo in self.handles.items():
             if bo.freed:
                 raise AssertionError(f"{self.name}: handle {h} names freed {bo!r}")
-            if bo.refs.count(handle_holder(self, h)) != 1:
-                raise AssertionError(f"{self.name}: handle {h} does not hold {bo!r} once")
+            if bo.refs.count(bo.handle_ref) != 1:
+                raise AssertionError(
+                    f"{self.name}: the handles of {bo!r} (handle {h}) do not hold it once"
+                )
             counts[bo] = counts.get(bo, 0) + 1
         if counts != self.handle_counts:
             raise AssertionError(f"{self.name}: handle counts {self.handle_counts} != {counts}")

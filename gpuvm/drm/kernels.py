@@ -1,18 +1,22 @@
 """Kernel-version profiles: the behaviours of the driver layer that changed between kernels.
 
 A :class:`~gpuvm.drm.device.Device` runs under one profile (``Device(kernel="6.17")``); the
-driver layer asks the profile, never a version number, whether a behaviour applies.  Three
+driver layer asks the profile, never a version number, whether a behaviour applies.  Four
 profiles are built in:
 
 * ``"msm-pre-6.17"``: msm before the VM_BIND series (no ``MSM_PARAM_EN_VM_BIND``;
   ``msm_gem_purge`` frees the VMAs and their iovas with ``put_iova_vmas``).
+* ``"msm-pre-vma-ref"``: the VM_BIND series up to 3bebfd53af0f^ (the drm_gpuvm conversion
+  without ``vma_ref``: ``msm_gem_unpin_iova`` detaches the VM at every unpin); the default of
+  the ``gpuvm_eager`` policy, which models those commits.
 * ``"6.17"``: the VM_BIND series (``vma_ref``; purge keeps the VMAs; ``lookup_op`` checks
   alignment but not ``obj_offset + range`` against the buffer's size).
 * ``"mainline"``: the newest tree read for this model: as 6.17, plus the VM_BIND size check
   in ``vm_bind_job_lookup_ops`` and the GPUVM core API of ``drm_gpuvm_bo_obtain_locked``.
 
 The default is ``"mainline"``, except for the ``legacy_pre_6_17`` policy, which models the
-msm driver before 6.17 and so defaults to ``"msm-pre-6.17"`` (see ``docs/kernel-versions.md``).
+msm driver before 6.17 and so defaults to ``"msm-pre-6.17"``, and ``gpuvm_eager``, which
+defaults to ``"msm-pre-vma-ref"`` (see ``docs/kernel-versions.md``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,15 @@ class KernelProfile:
     immediate mode) and a ``drm_gpuvm_bo_obtain_prealloc`` that requires immediate mode and
     takes the buffer's gpuva lock itself."""
     summary: str = ""
+    dmabuf_move_notify: bool = False
+    """``CONFIG_DMABUF_MOVE_NOTIFY`` (``drivers/dma-buf/Kconfig``: ``default n`` in every
+    tree read, hence False in every built-in profile).  Off: ``dma_buf_pin_on_map`` pins
+    dynamic importers too, and ``amdgpu_dma_buf_pin`` / ``xe_dma_buf_pin`` never pin in VRAM.
+    ``Device(dmabuf_move_notify=...)`` overrides it per device."""
+    unpin_detaches_vm: bool = False
+    """``msm_gem_unpin_iova`` before 3bebfd53af0f ("drm/msm: Defer VMA unmap for fb unpins"):
+    after the unpin, ``detach_vm`` unmaps and closes the buffer's VMA in that VM
+    unconditionally, even while another framebuffer still pins it for scanout."""
 
 
 KERNELS: Mapping[str, KernelProfile] = {
@@ -54,6 +67,15 @@ KERNELS: Mapping[str, KernelProfile] = {
             bind_checks_bo_range=False,
             bo_obtain_locked=False,
             summary="msm before the VM_BIND series",
+        ),
+        KernelProfile(
+            "msm-pre-vma-ref",
+            msm_vm_bind=True,
+            purge_frees_vmas=False,
+            bind_checks_bo_range=False,
+            bo_obtain_locked=False,
+            summary="the msm VM_BIND series before 3bebfd53af0f (eager unpin, no vma_ref)",
+            unpin_detaches_vm=True,
         ),
         KernelProfile(
             "6.17",

@@ -129,6 +129,7 @@ class TeardownPolicy:
                 weak_refs=self.weak_refs,
                 vma_owner=self.vma_owner(device, role),
                 vm_free=device.vm_freed,
+                obtain_locked=device.kernel.bo_obtain_locked,
             )
         return AddressSpace(
             start,
@@ -180,6 +181,7 @@ class TeardownPolicy:
             page_size=file.device.page_size,
             role="vm_bind",
             vm_free=file.device.vm_freed,
+            obtain_locked=file.device.kernel.bo_obtain_locked,
         )
 
     # --- handles and dma-bufs -----------------------------------------------------------
@@ -368,10 +370,26 @@ class GpuvmEager(_GpuvmExplicit):
     goes: one map and one unmap per flip in every scenario."""
 
     name = "gpuvm_eager"
+    default_kernel = "msm-pre-vma-ref"
 
     def on_fb_cleanup(self, fb: Framebuffer) -> None:
+        """``msm_framebuffer_cleanup`` -> ``msm_gem_unpin_iova`` per plane.  Before
+        3bebfd53af0f (``unpin_detaches_vm``, msm_gem.c of that series) the unpin is followed
+        by ``detach_vm``, which unmaps and closes the buffer's display VMA unconditionally:
+        with two framebuffers over one buffer, the other one's scanout loses its mapping
+        (the lifetime checker reports ``unmapped-scanout``) and a plane whose VMA is gone
+        is not unpinned again (``if (vma)``).  Other profiles keep the VMA until its last
+        pin goes."""
         vm = fb.device.require_display()
+        eager = fb.device.kernel.unpin_detaches_vm
         for bo in fb.bos:
+            if eager:
+                if vm.vma_of(bo) is None:  # a plane whose VMA an earlier detach closed
+                    continue
+                vma = path.unpin(vm, bo)
+                vma.pin_count = 0  # detach_vm: the other pins do not stop it
+                path.close_vma(vm, bo)
+                continue
             vma = path.unpin(vm, bo)
             if vma.pin_count == 0:
                 path.close_vma(vm, bo)

@@ -76,7 +76,9 @@ def export(bo: Bo) -> DmaBuf:
     mem = device.mem
     caps = device.caps
     if caps is not None and caps.exporter is not None and mem is not None and bo in mem:
-        sharing = Exporter(caps, mem, topology=device.topology)
+        sharing = Exporter(
+            caps, mem, topology=device.topology, move_notify_built=device.dmabuf_move_notify
+        )
     d = DmaBuf(
         bo, device, bo.size, bo.resv, bus=device.bus, name=f"{bo.name}.dmabuf", sharing=sharing
     )

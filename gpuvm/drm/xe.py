@@ -160,6 +160,7 @@ def vm_create(file: DrmFile, flags: int = 0) -> int:
         page_size=XE_PAGE,
         role="vm_bind",
         vm_free=device.vm_freed,
+        obtain_locked=device.kernel.bo_obtain_locked,
     )
     vm_id = 1
     while vm_id in file.vms:

@@ -58,7 +58,7 @@ class ApiFuzzMachine(RuleBasedStateMachine):
         before = snapshot(self.dev, self.other)
         self.calls += 1
         try:
-            return fn(*args)
+            result = fn(*args)
         except GpuvmError as e:
             self.refusals += 1
             if snapshot(self.dev, self.other) != before:
@@ -66,6 +66,9 @@ class ApiFuzzMachine(RuleBasedStateMachine):
             return None
         except Exception as e:
             raise AssertionError(f"FAIL: {what}{args!r} raised a non-library {e!r}") from e
+        if any(isinstance(a, bool) for a in args):  # no ioctl field is a bool
+            raise AssertionError(f"FAIL: {what}{args!r} accepted a bool for an integer field")
+        return result
 
     def _arg(self, data: st.DataObject, live: list[object]) -> object:
         """A live value, a stale one, or an ill-formed one."""

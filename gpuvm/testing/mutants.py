@@ -207,8 +207,8 @@ def cache_imports_by_fd() -> Iterator[None]:
 
 @contextlib.contextmanager
 def bool_handles_accepted() -> Iterator[None]:
-    """The type contract without its ``bool`` check: ``gem_close(True)`` finds handle 1,
-    removes it, then fails on the put (the refusal changes the model)."""
+    """The type contract without its ``bool`` check: ``gem_close(True)`` finds handle 1 and
+    closes it instead of refusing the ill-typed argument (``-EINVAL``)."""
     import gpuvm.drm.file
     from gpuvm.core.args import check_u32
 
@@ -315,6 +315,37 @@ def p2p_ignores_topology() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def reference_per_handle() -> Iterator[None]:
+    """Every GEM handle holds its own buffer reference (the model before it followed
+    ``drm_gem_handle_create_tail``, where all handles share one, ``Bo.handle_ref``): the
+    checker sees a handle holding what no edge explains and the handles' edge without its
+    reference."""
+    from gpuvm.drm.file import DrmFile, handle_holder
+
+    new, close = DrmFile._new_handle, DrmFile._close_handle
+
+    def _new_handle(self: Any, bo: Any) -> int:
+        h: int = new(self, bo)
+        bo.get(handle_holder(self, h))
+        if bo.refs.count(bo.handle_ref):
+            bo.put(bo.handle_ref)
+        return h
+
+    def _close_handle(self: Any, handle: int) -> None:
+        bo = self.handles[handle]
+        if bo.handle_count == 1:
+            bo.get(bo.handle_ref)  # what the unpatched close drops at the last handle
+        close(self, handle)
+        bo.put(handle_holder(self, handle))
+
+    with (
+        patched(DrmFile, "_new_handle", _new_handle),
+        patched(DrmFile, "_close_handle", _close_handle),
+    ):
+        yield
+
+
 class SkipUnmapAtHandleClose(GpuvmVmaRef):
     """msm 6.17 with the handle-close teardown forgotten: neither the handle's ``vma_ref``
     nor the legacy context VMA is dropped when a handle closes."""
@@ -378,10 +409,17 @@ MUTANTS: dict[str, Mutant] = {
         ),
         Mutant(
             "bool_handles_accepted",
-            "True taken as handle 1: gem_close(True) closes it, then underflows",
+            "True taken as handle 1: gem_close(True) closes handle 1 instead of refusing",
             "legacy_pre_6_17",
             "api",
             bool_handles_accepted,
+        ),
+        Mutant(
+            "reference_per_handle",
+            "each GEM handle holds its own buffer reference instead of all sharing one",
+            "gpuvm_vma_ref",
+            "legacy",
+            reference_per_handle,
         ),
         Mutant(
             "plane_index_unchecked",

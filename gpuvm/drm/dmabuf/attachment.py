@@ -84,14 +84,15 @@ class ImporterOps:
 class Exporter:
     """The exporter side of a dma-buf with placement: its device caps, memory manager,
     behaviour (:class:`~gpuvm.drm.caps.ExporterRules`, default ``caps.exporter``), the p2p
-    topology, and whether ``CONFIG_DMABUF_MOVE_NOTIFY`` is built (off: dynamic importers
-    pin at map like static ones)."""
+    topology, and whether ``CONFIG_DMABUF_MOVE_NOTIFY`` is built (default off, as the stock
+    ``drivers/dma-buf/Kconfig``: dynamic importers pin at map like static ones, and the
+    exporter's pin never chooses VRAM)."""
 
     caps: DeviceCaps
     mem: MemoryManager
     rules: ExporterRules = attrs.field(kw_only=True)
     topology: Topology | None = attrs.field(default=None, kw_only=True)
-    move_notify_built: bool = attrs.field(default=True, kw_only=True)
+    move_notify_built: bool = attrs.field(default=False, kw_only=True)
     ram_top: int = attrs.field(default=DEFAULT_MAX_PHYS, kw_only=True)
     """Highest RAM byte address where unconstrained system pages may land (a SoC with
     4 GiB of RAM: ``(1 << 32) - 1``)."""

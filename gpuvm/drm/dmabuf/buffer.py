@@ -242,14 +242,13 @@ class DmaBuf:
         if res is not None and not self._mappable(res):
             res = None  # treated like no backing: the map places it
         pin = self._pin_on_map(view)
-        if pin:
-            if res is not None and all(self.reaches(v, res) for v in views):
-                where: tuple[Place, ...] = (Place(res.domain),)
-            else:
-                why = self._immovable()
-                if why is not None and b.resource is not None:
-                    raise BackingConflict(f"{self!r} {why}: out of reach of {view.caps.name}")
-                where = (self._solve(views, self._pref()),)
+        if pin:  # dma_buf_map_attachment calls the exporter's own pin op
+            where: tuple[Place, ...] = self._pin_place(views)
+            stays = res is not None and res.domain == where[0].domain
+            fits = stays and res is not None and all(self.reaches(v, res) for v in views)
+            why = None if fits else self._immovable()
+            if why is not None and b.resource is not None:
+                raise BackingConflict(f"{self!r} {why}: out of reach of {view.caps.name}")
             self._mem.plan_pin(self.priv, where)
             return ("pin", where)
         if res is not None and self.reaches(view, res):
@@ -268,10 +267,24 @@ class DmaBuf:
         return res.domain != Domain.SYSTEM or self._rules.map_non_p2p == Domain.SYSTEM
 
     def _pin_place(self, views: Sequence[AttachView]) -> tuple[Place, ...]:
+        """Where the exporter's ``pin`` op freezes the backing (``amdgpu_dma_buf_pin``,
+        ``xe_dma_buf_pin``): ``pin_all_p2p`` only when every attachment is p2p AND
+        ``CONFIG_DMABUF_MOVE_NOTIFY`` is built, else ``pin_otherwise`` (GTT / TT).  An
+        exporter whose pin migrates to TT refuses a buffer without a system placement
+        (``xe_bo_migrate``: ``-EINVAL``)."""
         rules = self._rules
-        dom = (
-            rules.pin_all_p2p if views and all(v.peer2peer for v in views) else rules.pin_otherwise
-        )
+        sharing = self.sharing
+        vram_ok = sharing is not None and sharing.move_notify_built
+        all_p2p = bool(views) and all(v.peer2peer for v in views)
+        dom = rules.pin_all_p2p if all_p2p and vram_ok else rules.pin_otherwise
+        if rules.pin_migrates_to_tt and dom == Domain.TT:
+            b = self.backing
+            doms = {p.domain for p in (*b.preferred, *b.allowed)}
+            if not doms & {Domain.TT, Domain.SYSTEM}:
+                raise InvalidValue(
+                    f"{self!r}: {rules.flavour} pins in TT only and xe_bo_migrate cannot move "
+                    f"a buffer placed only in {', '.join(sorted(d.name for d in doms))} there"
+                )
         res = self.backing.resource
         if res is not None and res.domain == dom and all(self.reaches(v, res) for v in views):
             return (Place(dom),)

@@ -49,6 +49,8 @@ def edge_kind(target: object, holder: object) -> str:
         if k == "plane state":
             return "plane"
         return k
+    if type(holder).__name__ == "HandleRef":
+        return "handles"
     if isinstance(holder, Va):
         return "va link" if isinstance(target, VmBo) else "va insert"
     if isinstance(holder, VmBo):
@@ -145,6 +147,7 @@ def _verifiable(kind: str) -> bool:
     """Edge kinds whose live edges the checker recomputes (others are user holders)."""
     return kind in {
         "handle",
+        "handles",
         "framebuffer",
         "plane",
         "fb list",

@@ -188,11 +188,11 @@ class LifetimeChecker:
         self, dev: Device, edges: _Edges, vms: dict[int, Any], bos: dict[int, GemObject]
     ) -> None:
         from gpuvm.drm.dmabuf import fd_holder
-        from gpuvm.drm.file import handle_holder
         from gpuvm.drm.kms import file_holder
 
         uaf = self.report
         tables = self._tables
+        handled: set[int] = set()
         for f in dev.files:
             tables[id(f.fds)] = f.fds
             if f.vm is not None:
@@ -202,7 +202,9 @@ class LifetimeChecker:
                 else:
                     edges.add(f.vm, OWNER)
             for h, bo in f.handles.items():
-                edges.add(bo, handle_holder(f, h))
+                if id(bo) not in handled:  # all handles together hold one reference
+                    handled.add(id(bo))
+                    edges.add(bo, bo.handle_ref)
                 bos[id(bo)] = bo
                 if bo.freed:
                     uaf("use-after-free", f"{f.name} handle {h} names freed {describe(bo)}")
@@ -244,6 +246,7 @@ class LifetimeChecker:
                 if bo.freed:
                     uaf("use-after-free", f"{describe(fb)} scans out freed {describe(bo)}")
                 edges.add(bo, fb)
+            self._scanout_mapped(dev, fb)
         for job in dev.jobs:
             jvm: Any = job.vm
             if isinstance(jvm, GpuVm) and not getattr(jvm, "kernel_managed", True):
@@ -309,6 +312,26 @@ class LifetimeChecker:
             why = self._tally_holder_dead(h, bo, dev)
             if why:
                 self.report("refcount", f"vma_ref of {describe(bo)} held by {describe(h)}: {why}")
+
+    def _scanout_mapped(self, dev: Device, fb: Any) -> None:
+        """A framebuffer on a plane (prepared) whose buffer has no mapped VMA in the display
+        VM: the display engine scans out through an unmapped iova.  msm before 3bebfd53af0f
+        does this with two framebuffers over one buffer: ``msm_gem_unpin_iova`` for one
+        detaches the VM under the other's scanout."""
+        vm = dev.display_vm
+        if not fb.prepare_count or vm is None or _is_freed(vm):
+            return
+        for bo in fb.bos:
+            vma = vm.vma_of(bo)
+            if bo.freed or (vma is not None and vma.mapped):
+                continue
+            self.report(
+                "unmapped-scanout",
+                f"{describe(fb)} is on a plane but {describe(bo)} has no mapped VMA in "
+                f"{vm.name} (unmapped under a live scanout: msm_gem_unpin_iova before "
+                "3bebfd53af0f detaches the VM at every unpin)",
+                key=f"unmapped-scanout {id(fb)} {id(bo)}",
+            )
 
     def _dmabuf_rules(self, d: Any) -> None:
         """The rules a live dma-buf's exporter side recorded as broken (``DmaBuf.violations``:

@@ -1,6 +1,7 @@
 """What the lifetime checker reports: a :class:`Violation` (its kind and message), the
 kinds that fail a run (:data:`FATAL_KINDS`: use-after-free, leak, cycle, underflow,
-refcount, stale-import, attributes, dma-buf, stale-mapping) versus non-fatal hazards, and
+refcount, stale-import, attributes, dma-buf, stale-mapping, unmapped-scanout) versus
+non-fatal hazards, and
 the findings of several checkers.  The kinds name the kernel bug classes the checks look for: a
 ``drm_gem_object_put`` / ``drm_gpuvm_bo_put`` on a freed object, a reference
 ``kref_put`` never drops, and so on.
@@ -34,6 +35,7 @@ FATAL_KINDS = frozenset(
         "attributes",
         "dma-buf",
         "stale-mapping",
+        "unmapped-scanout",
     }
 )
 

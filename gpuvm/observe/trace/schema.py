@@ -43,6 +43,7 @@ OPS: dict[str, dict[str, str]] = {
         "caps": "str?",
         "pci_root": "str?",
         "kernel": "str?",
+        "dmabuf_move_notify": "bool",
     },
     "process": {"id": "+table"},
     "open": {"id": "+file", "device": "@dev", "fds": "@table"},
@@ -100,6 +101,7 @@ OPS: dict[str, dict[str, str]] = {
 
 OPTIONAL = {
     "planes",
+    "dmabuf_move_notify",
     "display",
     "caps",
     "pci_root",

@@ -175,10 +175,13 @@ class Session:
                 caps=caps,
                 topology=self.topology if caps is not None else None,
                 kernel=r.get("kernel"),
+                dmabuf_move_notify=r.get("dmabuf_move_notify"),
             )
         except (KeyError, ValueError) as e:
             raise _Bad(f"cannot make device: {e}") from None
         r["kernel"] = dev.kernel.name  # the trace records the profile the device ran under
+        if dev.dmabuf_move_notify != dev.kernel.dmabuf_move_notify:  # and a changed Kconfig
+            r["dmabuf_move_notify"] = dev.dmabuf_move_notify
         self._define(r["id"], "dev", dev)
         self.checker.watch(dev)
 

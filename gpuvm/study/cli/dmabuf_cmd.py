@@ -42,6 +42,13 @@ def add_dmabuf(sub: SubParsers) -> None:
         metavar="GBPS",
         help="VRAM<->system link bandwidth in GB/s (default 24: PCIe 4.0 x16)",
     )
+    p.add_argument(
+        "--stock-kernel",
+        action="store_true",
+        help="build the exporters without CONFIG_DMABUF_MOVE_NOTIFY, as the stock Kconfig "
+        "(dynamic importers then pin at map); the default builds it, the scenarios being "
+        'about move_notify.  The JSON gives it as "move_notify"',
+    )
     p.set_defaults(func=cmd_dmabuf)
 
 
@@ -53,7 +60,9 @@ def cmd_dmabuf(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown scenario {args.scenario!r} ({', '.join(ds.SCENARIOS)}, all)")
     if not args.bandwidth > 0:
         raise UsageError(f"--bandwidth must be positive, got {args.bandwidth}")
-    results = ds.run("all" if key == "ALL" else key, args.bandwidth)
+    results = ds.run(
+        "all" if key == "ALL" else key, args.bandwidth, move_notify=not args.stock_kernel
+    )
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
         return 0

@@ -43,6 +43,7 @@ from gpuvm.study.dmabuf_scenarios.sharing import (
 from gpuvm.study.dmabuf_scenarios.world import (
     DEFAULT_GBPS,
     FRAME_BYTES,
+    MOVE_NOTIFY,
     ScenarioResult,
     format_result,
     scanout_pin,
@@ -82,14 +83,22 @@ SCENARIOS: dict[str, Callable[[float], ScenarioResult]] = {
 (VRAM-only import) and L (late attachers)."""
 
 
-def run(key: str = "all", gbps: float = DEFAULT_GBPS) -> list[ScenarioResult]:
+def run(
+    key: str = "all", gbps: float = DEFAULT_GBPS, *, move_notify: bool = True
+) -> list[ScenarioResult]:
     """Run one scenario (``"S2"``) or ``"all"``; the key ``"S5"`` also runs
-    ``"S5-settled"``."""
-    if key == "all":
-        return [f(gbps) for f in SCENARIOS.values()]
-    if key not in SCENARIOS:
+    ``"S5-settled"``.  ``move_notify=False`` builds the exporters as a stock kernel
+    (``CONFIG_DMABUF_MOVE_NOTIFY=n``: dynamic importers pin at map); every result records
+    it."""
+    if key != "all" and key not in SCENARIOS:
         raise InvalidValue(f"unknown scenario {key!r} (one of {', '.join(SCENARIOS)}, all)")
-    out = [SCENARIOS[key](gbps)]
-    if key == "S5":
-        out.append(SCENARIOS["S5-settled"](gbps))
-    return out
+    token = MOVE_NOTIFY.set(bool(move_notify))
+    try:
+        if key == "all":
+            return [f(gbps) for f in SCENARIOS.values()]
+        out = [SCENARIOS[key](gbps)]
+        if key == "S5":
+            out.append(SCENARIOS["S5-settled"](gbps))
+        return out
+    finally:
+        MOVE_NOTIFY.reset(token)

@@ -87,7 +87,12 @@ def l_late_attach(gbps: float = DEFAULT_GBPS) -> ScenarioResult:
             obj.resv,
             bus=dgpu.bus,
             name=name,
-            sharing=Exporter(dgpu.caps, mem, topology=w.topology),  # type: ignore[arg-type]
+            sharing=Exporter(
+                dgpu.caps,  # type: ignore[arg-type]
+                mem,
+                topology=w.topology,
+                move_notify_built=w.move_notify,
+            ),
         )
         d.get("fd")
         w.shared.append(d)

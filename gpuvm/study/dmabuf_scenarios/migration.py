@@ -112,7 +112,7 @@ def s6_access_query(gbps: float = DEFAULT_GBPS) -> ScenarioResult:
         obj.size,
         obj.resv,
         name="soc-fb",
-        sharing=Exporter(soc_gpu_caps, soc_mem, ram_top=soc_top),
+        sharing=Exporter(soc_gpu_caps, soc_mem, ram_top=soc_top, move_notify_built=w.move_notify),
     )
     soc.get("fd")
     before = (snapshot(dgpu), soc_mem.snapshot(), soc.state())

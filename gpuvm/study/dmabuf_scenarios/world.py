@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import attrs
 
@@ -37,6 +38,9 @@ from gpuvm.drm.placement import (
 )
 
 __all__ = ["DEFAULT_GBPS", "FRAME_BYTES", "ScenarioResult", "format_result", "scanout_pin"]
+
+MOVE_NOTIFY: ContextVar[bool] = ContextVar("dmabuf_move_notify", default=True)
+"""``CONFIG_DMABUF_MOVE_NOTIFY`` for the scenarios' exporters (set by ``run(move_notify=)``)."""
 
 FRAME_BYTES = 3840 * 2160 * 4
 """A 4K XRGB8888 linear buffer: 33,177,600 B, 8100 pages."""
@@ -84,6 +88,12 @@ class ScenarioResult:
     rfc: str | None = None
     """Set when the scenario relies on an RFC that mainline does not carry (S3, S4: the
     NO_MOVE import flag); its numbers describe that RFC, not a stock kernel."""
+    kernel: str = "mainline"
+    """The kernel profile the scenario's devices ran under (:mod:`gpuvm.drm.kernels`)."""
+    move_notify: bool = True
+    """``CONFIG_DMABUF_MOVE_NOTIFY`` of the exporters: the scenarios study dynamic importers
+    and their ``move_notify``, so they build it (``y``) unless run with
+    ``move_notify=False``; a stock kernel has it ``n`` (dynamic importers then pin at map)."""
 
     def fact(self, name: str) -> object:
         for k, v in self.facts:
@@ -156,6 +166,7 @@ class _World:
     def __init__(self, gbps: float) -> None:
         if gbps <= 0:
             raise InvalidValue(f"bandwidth must be positive, got {gbps}")
+        self.move_notify = MOVE_NOTIFY.get()
         self.gbps = gbps
         self.link = Link(f"{gbps:g} GB/s", gbps * 1e9)
         self.meter = _Meter(self.link)
@@ -166,7 +177,14 @@ class _World:
 
     def device(self, caps: DeviceCaps, **loc: str) -> Device:
         flavour = "xe" if caps.driver == "xe" else "nouveau"  # the ioctl tables of its driver
-        dev = Device(flavour, name=caps.name, display=False, caps=caps, topology=self.topology)
+        dev = Device(
+            flavour,
+            name=caps.name,
+            display=False,
+            caps=caps,
+            topology=self.topology,
+            dmabuf_move_notify=self.move_notify,
+        )
         self.topology.add(caps, **loc)
         dev.bus.subscribe(self.meter, _KINDS)
         self.devices.append(dev)
@@ -250,6 +268,8 @@ class _World:
             frame_pte=fpte,
             facts=facts,
             rfc=rfc,
+            kernel=self.devices[0].kernel.name if self.devices else "mainline",
+            move_notify=self.move_notify,
         )
 
 
@@ -318,6 +338,7 @@ def _swapchain(client: DrmFile, n: int = 3) -> list[int]:
 def format_result(r: ScenarioResult) -> str:
     """A scenario's numbers as a few lines of text (the CLI's output)."""
     rfc = f"  [RFC: {r.rfc}]" if r.rfc else ""
+    rfc += "" if r.move_notify else "  [CONFIG_DMABUF_MOVE_NOTIFY=n]"
     lines = [f"{r.key}: {r.title}  [link {r.gbps:g} GB/s]{rfc}"]
     lines.append(
         f"  migrations {r.moves}, {r.link_bytes:,} B over the link "
