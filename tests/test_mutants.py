@@ -1,10 +1,12 @@
 """Every mutant (a deliberately broken policy or core variant, :mod:`gpuvm.testing.mutants`) makes
-its state machine fail within the CI example budget: the checks can fail.  Shrinking is
+its state machine fail within the CI example budget: the checks can fail.  A check mutant
+(a check that stopped detecting something) makes its named direct test fail instead.  Shrinking is
 off (only finding matters here) and no example database is used, so each run is the
 derandomized CI search from scratch."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import pytest
@@ -31,7 +33,11 @@ def test_every_issue_mutant_is_registered() -> None:
     } <= set(MUTANTS)
 
 
-@pytest.mark.parametrize("mutant", list(MUTANTS.values()), ids=list(MUTANTS))
+MACHINE_MUTANTS = [m for m in MUTANTS.values() if m.machine != "checks"]
+CHECK_MUTANTS = [m for m in MUTANTS.values() if m.machine == "checks"]
+
+
+@pytest.mark.parametrize("mutant", MACHINE_MUTANTS, ids=[m.name for m in MACHINE_MUTANTS])
 def test_machine_catches_mutant(mutant: Mutant) -> None:
     machine: Any = (
         api_machine_class(mutant.policy)
@@ -44,12 +50,27 @@ def test_machine_catches_mutant(mutant: Mutant) -> None:
     assert "FAIL" in text or "changed the model" in text, text
 
 
+@pytest.mark.parametrize("mutant", CHECK_MUTANTS, ids=[m.name for m in CHECK_MUTANTS])
+def test_direct_test_catches_check_mutant(mutant: Mutant) -> None:
+    """A check mutant makes its named direct test fail; without it the test passes."""
+    assert mutant.caught_by is not None and mutant.patch is not None
+    path, name = mutant.caught_by.split("::")
+    module = importlib.import_module(path.removeprefix("tests/").removesuffix(".py"))
+    test = getattr(module, name)
+    test()
+    with mutant.active(), pytest.raises((AssertionError, pytest.fail.Exception)):
+        test()
+    test()
+
+
 @pytest.mark.parametrize("mutant", [m for m in MUTANTS.values() if m.patch is not None], ids=str)
 def test_patches_are_undone(mutant: Mutant) -> None:
     import gpuvm.drm.file
     import gpuvm.drm.prime
     from gpuvm.core.vm import GpuVm
     from gpuvm.drm.device import Device
+    from gpuvm.drm.dmabuf import DmaBuf, Exporter
+    from gpuvm.observe.checker import LifetimeChecker
 
     def state() -> tuple[object, ...]:
         return (
@@ -58,6 +79,11 @@ def test_patches_are_undone(mutant: Mutant) -> None:
             gpuvm.drm.prime.fd_to_handle,
             gpuvm.drm.file.check_handle,  # type: ignore[attr-defined]
             Device.plane,
+            GpuVm.__dict__["check_invariants"],
+            GpuVm.__dict__["_no_fence"],
+            DmaBuf.check_invariants,
+            Exporter.p2p,
+            LifetimeChecker.report,
             gpuvm.drm.file.DrmFile._new_handle,
             gpuvm.drm.file.DrmFile._close_handle,
         )

@@ -34,13 +34,18 @@ def patched(owner: object, name: str, value: object) -> Iterator[None]:
 
 @attrs.frozen(slots=True)
 class Mutant:
-    """A broken variant: run ``policy`` through machine ``machine`` with ``patch`` active."""
+    """A broken variant: run ``policy`` through machine ``machine`` with ``patch`` active.
+
+    ``machine == "checks"``: a check that stopped detecting one thing (or a refusal that
+    stopped refusing); no state machine can see it, since the machines trust the checks,
+    so ``caught_by`` names the direct test (``tests/<file>.py::<test>``) that must fail."""
 
     name: str
     description: str
     policy: Any
     machine: str
     patch: Callable[[], contextlib.AbstractContextManager[None]] | None = None
+    caught_by: str | None = None
 
     def active(self) -> contextlib.AbstractContextManager[None]:
         return self.patch() if self.patch is not None else contextlib.nullcontext()
@@ -229,6 +234,87 @@ def plane_index_unchecked() -> Iterator[None]:
         yield
 
 
+# --- checks that stopped checking (caught by the direct tests of the checks) ----------------
+
+
+@contextlib.contextmanager
+def silenced(owner: Any, name: str, needle: str) -> Iterator[None]:
+    """``owner.name`` (a check) no longer complains about ``needle``: an
+    ``AssertionError`` whose text contains it is swallowed, as if that ``raise`` were gone."""
+    orig = getattr(owner, name)
+
+    def check(*args: Any, **kw: Any) -> Any:
+        try:
+            return orig(*args, **kw)
+        except AssertionError as e:
+            if needle not in str(e):
+                raise
+            return None
+
+    with patched(owner, name, check):
+        yield
+
+
+@contextlib.contextmanager
+def checker_blind_to(needle: str) -> Iterator[None]:
+    """The lifetime checker no longer reports findings whose kind or message contains
+    ``needle`` (that verdict deleted)."""
+    from gpuvm.observe.checker import LifetimeChecker
+
+    orig = LifetimeChecker.report
+
+    def report(self: Any, kind: str, message: str, key: str | None = None) -> Any:
+        if needle == kind or needle in message:
+            return None
+        return orig(self, kind, message, key)
+
+    with patched(LifetimeChecker, "report", report):
+        yield
+
+
+def vm_check_blind_to_zombies() -> contextlib.AbstractContextManager[None]:
+    from gpuvm.core.vm import GpuVm
+
+    return silenced(GpuVm, "check_invariants", "zombie")
+
+
+def dmabuf_check_blind_to_detached() -> contextlib.AbstractContextManager[None]:
+    from gpuvm.drm.dmabuf import DmaBuf
+
+    return silenced(DmaBuf, "check_invariants", "detached or foreign")
+
+
+def checker_blind_to_unattached() -> contextlib.AbstractContextManager[None]:
+    return checker_blind_to("is not attached")
+
+
+def checker_blind_to_job_vmas() -> contextlib.AbstractContextManager[None]:
+    return checker_blind_to("is gone or unpinned")
+
+
+def checker_blind_to_cycles() -> contextlib.AbstractContextManager[None]:
+    return checker_blind_to("cycle")
+
+
+@contextlib.contextmanager
+def apply_in_fence_section() -> Iterator[None]:
+    """Fence-signalling sections refuse nothing (``_no_fence`` a no-op)."""
+    from gpuvm.core.vm import GpuVm
+
+    with patched(GpuVm, "_no_fence", lambda vm, what: None):
+        yield
+
+
+@contextlib.contextmanager
+def p2p_ignores_topology() -> Iterator[None]:
+    """Every importer reaches the exporter's VRAM (``Exporter.p2p`` always true: no
+    ``pci_p2pdma_distance``)."""
+    from gpuvm.drm.dmabuf import Exporter
+
+    with patched(Exporter, "p2p", lambda self, importer: True):
+        yield
+
+
 @contextlib.contextmanager
 def reference_per_handle() -> Iterator[None]:
     """Every GEM handle holds its own buffer reference (the model before it followed
@@ -341,6 +427,62 @@ MUTANTS: dict[str, Mutant] = {
             "gpuvm_vma_ref",
             "api",
             plane_index_unchecked,
+        ),
+        Mutant(
+            "vm_check_blind_to_zombies",
+            "GpuVm.check_invariants no longer sees zombie VmBos left on the lists",
+            "gpuvm_vma_ref",
+            "checks",
+            vm_check_blind_to_zombies,
+            "tests/test_checks_core.py::test_zombie_left_on_extobj_list",
+        ),
+        Mutant(
+            "dmabuf_check_blind_to_detached",
+            "DmaBuf.check_invariants no longer sees detached attachments on its list",
+            "gpuvm_vma_ref",
+            "checks",
+            dmabuf_check_blind_to_detached,
+            "tests/test_checks_checked.py::test_dmabuf_attachment_detached",
+        ),
+        Mutant(
+            "checker_blind_to_unattached",
+            "the lifetime checker no longer reports an import attachment not attached",
+            "gpuvm_vma_ref",
+            "checks",
+            checker_blind_to_unattached,
+            "tests/test_checks_checked.py::test_checker_attachment_not_attached",
+        ),
+        Mutant(
+            "checker_blind_to_job_vmas",
+            "the lifetime checker no longer reports an in-flight job's VMA gone or unpinned",
+            "gpuvm_vma_ref",
+            "checks",
+            checker_blind_to_job_vmas,
+            "tests/test_checks_observe.py::test_job_vma_gone",
+        ),
+        Mutant(
+            "checker_blind_to_cycles",
+            "the lifetime checker no longer reports reference cycles",
+            "gpuvm_legacy_trigger",
+            "checks",
+            checker_blind_to_cycles,
+            "tests/test_checks_observe.py::test_cycle_at_file_close",
+        ),
+        Mutant(
+            "apply_in_fence_section",
+            "apply and bind run inside a fence-signalling section",
+            "gpuvm_vma_ref",
+            "checks",
+            apply_in_fence_section,
+            "tests/test_survivors.py::test_apply_inside_fence_signalling_refused_unchanged",
+        ),
+        Mutant(
+            "p2p_ignores_topology",
+            "every importer is p2p-capable, whatever the PCIe topology",
+            "gpuvm_vma_ref",
+            "checks",
+            p2p_ignores_topology,
+            "tests/test_survivors.py::test_p2p_needs_a_topology_path",
         ),
         Mutant(
             "weak_ref_quirk",
