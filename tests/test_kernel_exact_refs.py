@@ -339,7 +339,8 @@ def test_traces_and_scenarios_record_the_kernel_configuration() -> None:
 
 
 def test_cli_dmabuf_stock_kernel(capsys: pytest.CaptureFixture[str]) -> None:
-    """``gpuvm dmabuf --stock-kernel`` runs the scenarios without the option and says so:
+    """``gpuvm dmabuf --stock-kernel`` runs the scenarios without the option and says so (and
+    the default run says it has the option built):
     the ping-pong of S5 is gone, the import being pinned in GTT at its first map."""
     from gpuvm.study.cli import main
 
@@ -347,4 +348,7 @@ def test_cli_dmabuf_stock_kernel(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "[CONFIG_DMABUF_MOVE_NOTIFY=n]" in out and "pins 1 (GTT" in out
     assert main(["dmabuf", "--scenario", "S5"]) == 0
-    assert "CONFIG_DMABUF_MOVE_NOTIFY" not in capsys.readouterr().out
+    # the default (the option built, what the scenarios study) is labelled too
+    out = capsys.readouterr().out
+    assert "[CONFIG_DMABUF_MOVE_NOTIFY=y, not the stock default]" in out
+    assert "=n]" not in out

@@ -338,7 +338,12 @@ def _swapchain(client: DrmFile, n: int = 3) -> list[int]:
 def format_result(r: ScenarioResult) -> str:
     """A scenario's numbers as a few lines of text (the CLI's output)."""
     rfc = f"  [RFC: {r.rfc}]" if r.rfc else ""
-    rfc += "" if r.move_notify else "  [CONFIG_DMABUF_MOVE_NOTIFY=n]"
+    # label the config both ways: =y is what the scenarios study, =n is the stock Kconfig
+    rfc += (
+        "  [CONFIG_DMABUF_MOVE_NOTIFY=y, not the stock default]"
+        if r.move_notify
+        else ("  [CONFIG_DMABUF_MOVE_NOTIFY=n]")
+    )
     lines = [f"{r.key}: {r.title}  [link {r.gbps:g} GB/s]{rfc}"]
     lines.append(
         f"  migrations {r.moves}, {r.link_bytes:,} B over the link "
