@@ -151,6 +151,13 @@ class NotSupported(GpuvmError):
     errno = _errno.EOPNOTSUPP
 
 
+class NotModelled(NotSupported):
+    """The kernel supports this, but the model does not (for example KMS on an ``xe``
+    device, whose display is the i915 display code with GGTT pinning): refused rather than
+    answered with another driver's semantics.  ``errno`` is the model's choice
+    (``-EOPNOTSUPP``), not a kernel errno."""
+
+
 class CallbackError(GpuvmError):
     """A driver callback returned a negative errno; the operation stopped there."""
 

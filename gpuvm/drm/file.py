@@ -44,6 +44,7 @@ from gpuvm.core.errors import (
     InvalidRange,
     InvalidValue,
     ModeError,
+    NotModelled,
     NotSupported,
 )
 from gpuvm.core.events import Ioctl
@@ -547,27 +548,33 @@ class DrmFile:
 
     # --- KMS -----------------------------------------------------------------------------
 
+    def _kms(self, name: str) -> None:
+        """The KMS ioctl ``name``: refused on an xe device, whose display is not modelled."""
+        self._ioctl(name)
+        if self.device.flavour.name.startswith("xe"):
+            raise NotModelled(f"{name} on {self.name}: xe's display (KMS) is not modelled")
+
     def add_fb(self, *handles: int) -> Framebuffer:
         """``ADDFB2``: a framebuffer over one buffer per plane (it holds each buffer)."""
-        self._ioctl("ADDFB2")
+        self._kms("ADDFB2")
         return kms.add_fb(self, handles)
 
     def rm_fb(self, fb: Framebuffer) -> None:
         """``RMFB``: remove the framebuffer, disabling any plane that shows it."""
-        self._ioctl("RMFB")
+        self._kms("RMFB")
         check_instance("fb", fb, kms.Framebuffer)
         kms.rm_fb(self, fb, disable=True)
 
     def close_fb(self, fb: Framebuffer) -> None:
         """``CLOSEFB``: drop this file's framebuffer, leaving planes showing it alone."""
-        self._ioctl("CLOSEFB")
+        self._kms("CLOSEFB")
         check_instance("fb", fb, kms.Framebuffer)
         kms.rm_fb(self, fb, disable=False)
 
     def page_flip(self, plane: Plane, fb: Framebuffer | None) -> None:
         """An atomic commit of one plane: prepare ``fb``, show it, clean up the old one
         (``fb=None`` disables the plane)."""
-        self._ioctl("ATOMIC")
+        self._kms("ATOMIC")
         check_instance("plane", plane, kms.Plane)
         check_optional("fb", fb, kms.Framebuffer)
         kms.commit(self.device, plane, fb)
@@ -576,7 +583,7 @@ class DrmFile:
         """An atomic commit of several planes in one ioctl (:mod:`gpuvm.drm.atomic`)."""
         from gpuvm.drm.atomic import atomic_commit
 
-        self._ioctl("ATOMIC")
+        self._kms("ATOMIC")
         atomic_commit(self.device, updates)
 
     # --- close ---------------------------------------------------------------------------
