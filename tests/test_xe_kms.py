@@ -16,7 +16,7 @@ def test_xe_kms_ioctls_are_not_modelled(flavour: str) -> None:
     f = dev.open()
     h = f.create_bo(0x10000)
     before = snapshot(dev)
-    with pytest.raises(NotModelled, match="ADDFB2 .*xe's display") as ei:
+    with pytest.raises(NotModelled, match=r"ADDFB2 .*xe's display") as ei:
         f.add_fb(h)
     assert isinstance(ei.value, NotSupported) and isinstance(ei.value, GpuvmError)
     with pytest.raises(NotModelled, match="ATOMIC"):
