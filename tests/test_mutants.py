@@ -13,6 +13,7 @@ import pytest
 from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
+from gpuvm import compiled
 from gpuvm.testing import machine_class
 from gpuvm.testing.api_machine import api_machine_class
 from gpuvm.testing.mutants import MUTANTS, Mutant
@@ -50,10 +51,20 @@ def test_machine_catches_mutant(mutant: Mutant) -> None:
     assert "FAIL" in text or "changed the model" in text, text
 
 
+PLAIN_GPUVM_PATCHES = frozenset({"apply_in_fence_section"})
+"""Check mutants whose direct test drives a plain ``GpuVm`` through a patched method: the
+compiled core calls its native methods, so they run interpreted only."""
+
+
 @pytest.mark.parametrize("mutant", CHECK_MUTANTS, ids=[m.name for m in CHECK_MUTANTS])
 def test_direct_test_catches_check_mutant(mutant: Mutant) -> None:
     """A check mutant makes its named direct test fail; without it the test passes."""
     assert mutant.caught_by is not None and mutant.patch is not None
+    if mutant.name in PLAIN_GPUVM_PATCHES and compiled():
+        pytest.skip(
+            "patches a GpuVm method for a plain GpuVm, which the compiled core does not see "
+            "(docs/compiled.md)"
+        )
     path, name = mutant.caught_by.split("::")
     module = importlib.import_module(path.removeprefix("tests/").removesuffix(".py"))
     test = getattr(module, name)
