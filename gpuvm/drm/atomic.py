@@ -28,9 +28,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from gpuvm.core.args import check_instance, check_int, check_optional, check_sequence
-from gpuvm.core.errors import ArgumentTypeError, Busy, GpuvmError, InjectedFault, InvalidValue
-from gpuvm.drm.kms import Framebuffer, Plane
-from gpuvm.drm.private import check_pinnable
+from gpuvm.core.errors import ArgumentTypeError, GpuvmError, InjectedFault, InvalidValue
+from gpuvm.drm.kms import Framebuffer, Plane, prepare_fb
 
 if TYPE_CHECKING:
     from gpuvm.drm.device import Device
@@ -62,23 +61,6 @@ def _check_updates(device: Device, updates: object) -> list[PlaneUpdate]:
             raise InvalidValue(f"{fb!r} cannot be shown on {device.name}")
         states[plane] = fb
     return sorted(states.items(), key=lambda s: s[0].index)
-
-
-def _prepare_fb(device: Device, plane: Plane, fb: Framebuffer | None) -> None:
-    """``prepare_fb`` of one new plane state (``msm_atomic`` -> ``msm_framebuffer_prepare``
-    on the first prepare of the framebuffer).  Raises before changing anything."""
-    if fb is None:
-        return
-    for bo in fb.bos:
-        if bo.purged:
-            raise Busy(f"scanout of purged {bo!r}")
-        check_pinnable(bo, "prepare_fb")
-    if fb.prepare_count == 0:
-        device.policy.check_fb_prepare(fb)
-    fb.get(plane.holder)
-    if fb.prepare_count == 0:
-        device.policy.on_fb_prepare(fb)
-    fb.prepare_count += 1
 
 
 def _cleanup_fb(device: Device, plane: Plane, fb: Framebuffer | None) -> None:
@@ -116,7 +98,7 @@ def atomic_commit(
                 raise InjectedFault(
                     f"prepare_fb of {plane!r} (plane state {i}) failed (injected)", errno=errno
                 )
-            _prepare_fb(device, plane, fb)
+            prepare_fb(device, plane, fb)  # the one-plane prepare of gpuvm.drm.kms
             done = i + 1
     except GpuvmError:
         for plane, fb in states[:done]:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from gpuvm.drm.device import Device
     from gpuvm.drm.file import DrmFile
 
-__all__ = ["Framebuffer", "Plane", "add_fb", "commit", "rm_fb"]
+__all__ = ["Framebuffer", "Plane", "add_fb", "commit", "prepare_fb", "rm_fb"]
 
 _ids = itertools.count(1)
 
@@ -139,6 +139,23 @@ def rm_fb(file: DrmFile, fb: Framebuffer, *, disable: bool) -> None:
     fb.put(file_holder(file))
 
 
+def prepare_fb(device: Device, plane: Plane, fb: Framebuffer | None) -> None:
+    """``prepare_fb`` of one new plane state (``msm_atomic`` -> ``msm_framebuffer_prepare``
+    on the first prepare of the framebuffer).  Raises before changing anything."""
+    if fb is None:
+        return
+    for bo in fb.bos:
+        if bo.purged:
+            raise Busy(f"scanout of purged {bo!r}")
+        check_pinnable(bo, "prepare_fb")
+    if fb.prepare_count == 0:
+        device.policy.check_fb_prepare(fb)
+    fb.get(plane.holder)
+    if fb.prepare_count == 0:
+        device.policy.on_fb_prepare(fb)
+    fb.prepare_count += 1
+
+
 def commit(device: Device, plane: Plane, fb: Framebuffer | None) -> None:
     """An atomic commit of ``plane`` to ``fb`` (None disables it): ``prepare_fb`` on the new
     state, swap, ``cleanup_fb`` on the old state."""
@@ -146,19 +163,9 @@ def commit(device: Device, plane: Plane, fb: Framebuffer | None) -> None:
     check_optional("fb", fb, Framebuffer)
     if plane.device is not device:
         raise InvalidValue(f"{plane!r} is not a plane of {device.name}")
-    if fb is not None:
-        if fb.freed or fb.device is not device:
-            raise InvalidValue(f"{fb!r} cannot be shown on {device.name}")
-        for bo in fb.bos:
-            if bo.purged:
-                raise Busy(f"scanout of purged {bo!r}")
-            check_pinnable(bo, "prepare_fb")
-        if fb.prepare_count == 0:
-            device.policy.check_fb_prepare(fb)
-        fb.get(plane.holder)
-        if fb.prepare_count == 0:
-            device.policy.on_fb_prepare(fb)
-        fb.prepare_count += 1
+    if fb is not None and (fb.freed or fb.device is not device):
+        raise InvalidValue(f"{fb!r} cannot be shown on {device.name}")
+    prepare_fb(device, plane, fb)
     old = plane.fb
     plane.fb = fb
     if old is not None:
