@@ -55,7 +55,7 @@ def test_fatal_kinds_are_the_documented_ones() -> None:
         "attributes",
         "dma-buf",
         "stale-mapping",
-        "unmapped-scanout",  # from main (the scanout checks), its sites not covered here
+        "unmapped-scanout",
     } == FATAL_KINDS
     assert Violation("hazard", "x").fatal is False and Violation("leak", "x").fatal
     assert str(Violation("leak", "x")) == "leak: x"
@@ -550,3 +550,49 @@ def test_set_iova_zero_under_in_flight_job_is_reported() -> None:
     f.set_iova(h, 0)  # accepted, as by the kernel
     _one(checker.check(), "use-after-free", "is gone or unpinned while in-flight Job")
     dev.retire_all()
+
+
+# --- scanout through an unmapped iova (_scanout_mapped) ----------------------------------
+
+
+def _on_plane() -> tuple[Device, LifetimeChecker, Any, Bo]:
+    dev, f, checker = _dev()
+    h = f.create_bo(P)
+    fb = f.add_fb(h)
+    f.page_flip(dev.plane(0), fb)
+    assert checker.check() == [] and fb.prepare_count == 1
+    return dev, checker, fb, f.bo(h)
+
+
+def test_scanout_vma_unmapped() -> None:
+    """The VMA exists but its page tables are gone (``mapped`` cleared directly)."""
+    dev, checker, fb, bo = _on_plane()
+    vma = dev.display_vm.vma_of(bo)  # type: ignore[union-attr]
+    assert vma is not None
+    vma.mapped = False
+    v = _one(checker.check(), "unmapped-scanout", "is on a plane but")
+    assert repr(fb) in v.message and "has no mapped VMA" in v.message and v.fatal
+
+
+def test_scanout_vma_gone() -> None:
+    """No VMA at all for the scanned-out buffer (its VmBo unlisted directly)."""
+    dev, checker, _fb, bo = _on_plane()
+    vm = dev.display_vm
+    assert vm is not None
+    saved = list(bo.vm_bos)
+    bo.vm_bos.clear()
+    try:
+        assert vm.vma_of(bo) is None
+        _one(checker.check(), "unmapped-scanout", "has no mapped VMA")
+    finally:
+        bo.vm_bos.extend(saved)
+
+
+def test_scanout_check_skips_an_unprepared_fb() -> None:
+    """A framebuffer not prepared on any plane is not scanned out: no finding."""
+    dev, checker, fb, bo = _on_plane()
+    vma = dev.display_vm.vma_of(bo)  # type: ignore[union-attr]
+    assert vma is not None
+    vma.mapped = False
+    fb.prepare_count = 0
+    assert [v for v in checker.check() if v.kind == "unmapped-scanout"] == []
