@@ -126,6 +126,7 @@ def set_iova(vm: KernelVm, obj: GemObject, iova: int) -> KernelVma | None:
             return None
         vm.unmap_vma(vma)
         vm.close_vma(vma)
+        vm.user_cleared.add(id(obj))
         return None
     if vma is not None:
         if vma.addr != iova:

@@ -59,6 +59,11 @@ class KernelVm(Protocol):
     tlb_kind: str
     page_size: int
     bo_owns_vmas: bool
+    user_cleared: set[int]
+    """Ids of the buffers whose VMA userspace deleted with ``MSM_INFO_SET_IOVA`` iova 0
+    (``clear_iova``) and that have had no VMA here since: the lifetime checker reports an
+    in-flight job's VMA gone this way as a ``hazard`` (the GPU faults or touches what is
+    mapped there next; the job still holds the buffer) rather than a use-after-free."""
 
     def check_alive(self, what: str = ...) -> None: ...
 

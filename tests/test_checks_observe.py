@@ -538,18 +538,42 @@ def test_split_lost_attributes() -> None:
     assert checker.check_attributes(before, vm, exempt=[(0, 4 * P)]) == []
 
 
-def test_set_iova_zero_under_in_flight_job_is_reported() -> None:
+def test_set_iova_zero_under_in_flight_job_is_a_hazard() -> None:
     """The deep run's finding (docs/lifetimes.md): ``MSM_INFO_SET_IOVA`` with iova 0 clears
     the VMA an in-flight submit uses; ``clear_iova`` has had no in-use check since "drm/msm:
     Remove vma use tracking" (<20230802222158.11838-5-robdclark@gmail.com>), so the model
-    does it too and the checker reports the job's VMA gone."""
+    does it too.  The submit still holds the buffer, so nothing is freed: the checker
+    reports a non-fatal ``hazard`` (the GPU faults on, or reaches whatever is mapped at,
+    that iova), not a use-after-free."""
     dev, f, checker = _dev("legacy_pre_6_17")
     h = f.create_bo(P)
     f.submit([h])
     assert checker.check() == []
     f.set_iova(h, 0)  # accepted, as by the kernel
-    _one(checker.check(), "use-after-free", "is gone or unpinned while in-flight Job")
+    (v,) = checker.check()
+    assert checker.ok and checker.hazards == [v]
+    assert v.kind == "hazard" and "MSM_INFO_SET_IOVA iova 0" in v.message
+    assert "while in-flight Job" in v.message
     dev.retire_all()
+    assert checker.check() == []
+
+
+@pytest.mark.parametrize("policy", ["legacy_pre_6_17", "gpuvm_eager"])
+def test_set_iova_zero_mark_goes_with_a_new_vma(policy: str) -> None:
+    """Only the VMA userspace deleted is excused: once the buffer has a VMA again, a job's
+    VMA gone by any other path is a use-after-free again."""
+    _, f, checker = _dev(policy)
+    h = f.create_bo(P)
+    f.set_iova(h, 0)
+    f.get_iova(h)  # a new VMA: the mark goes
+    f.submit([h])
+    vm, bo = _vm_of(f), f.bo(h)
+    assert id(bo) not in vm.user_cleared
+    vma = vm.vma_of(bo)
+    vma.pin_count = 0
+    vm.unmap_vma(vma)
+    vm.close_vma(vma)
+    _one(checker.check(), "use-after-free", "is gone or unpinned while in-flight Job")
 
 
 # --- scanout through an unmapped iova (_scanout_mapped) ----------------------------------

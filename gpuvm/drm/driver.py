@@ -236,7 +236,7 @@ class ManagedVm(DriverVm):
 
     kernel_managed = True
 
-    __slots__ = ("_links", "align", "bo_owns_vmas", "vma_owner", "weak_refs")
+    __slots__ = ("_links", "align", "bo_owns_vmas", "user_cleared", "vma_owner", "weak_refs")
 
     def __init__(
         self,
@@ -271,6 +271,7 @@ class ManagedVm(DriverVm):
         )
         self.align = page_size
         self._links = 0
+        self.user_cleared: set[int] = set()  # see legacy.vma.KernelVm.user_cleared
         self.bo_owns_vmas = bo_owns_vmas
         self.weak_refs = weak_refs
         if vma_owner is None:
@@ -332,6 +333,7 @@ class ManagedVm(DriverVm):
             obj.check_alive("new_vma")
         va = ManagedVa(addr, size, obj, 0)
         self.insert_va(va)
+        self.user_cleared.discard(id(obj))
         vm_bo = self.bo_obtain(obj, _NEW)
         if self.weak_refs and vm_bo.holds_obj:
             vm_bo.drop_obj_ref()

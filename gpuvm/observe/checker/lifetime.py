@@ -264,7 +264,16 @@ class LifetimeChecker:
                     continue
                 if job.pinned and hasattr(jvm, "vma_of"):
                     vma = jvm.vma_of(bo)
-                    if vma is None or not vma.mapped or vma.pin_count <= 0:
+                    if vma is None and id(bo) in getattr(jvm, "user_cleared", ()):
+                        self.report(
+                            "hazard",
+                            f"userspace deleted the VMA of {describe(bo)} in {describe(jvm)} "
+                            f"(MSM_INFO_SET_IOVA iova 0) while in-flight {job!r} uses it: the "
+                            "GPU faults or reaches what is mapped there next; the job still "
+                            "holds the buffer",
+                            key=f"user-cleared {id(job)} {id(bo)}",
+                        )
+                    elif vma is None or not vma.mapped or vma.pin_count <= 0:
                         uaf(
                             "use-after-free",
                             f"the VMA of {describe(bo)} in {describe(jvm)} is gone or unpinned "
