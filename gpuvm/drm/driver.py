@@ -204,6 +204,7 @@ class ManagedVa(Va):
 
     mapped: bool = attrs.field(default=False, init=False)
     pin_count: int = attrs.field(default=0, init=False)
+    user_cleared: bool = attrs.field(default=False, init=False)
 
     def keepers(self) -> Iterable[object]:
         vm = self.vm
@@ -236,7 +237,7 @@ class ManagedVm(DriverVm):
 
     kernel_managed = True
 
-    __slots__ = ("_links", "align", "bo_owns_vmas", "user_cleared", "vma_owner", "weak_refs")
+    __slots__ = ("_links", "align", "bo_owns_vmas", "vma_owner", "weak_refs")
 
     def __init__(
         self,
@@ -271,7 +272,6 @@ class ManagedVm(DriverVm):
         )
         self.align = page_size
         self._links = 0
-        self.user_cleared: set[int] = set()  # see legacy.vma.KernelVm.user_cleared
         self.bo_owns_vmas = bo_owns_vmas
         self.weak_refs = weak_refs
         if vma_owner is None:
@@ -333,7 +333,6 @@ class ManagedVm(DriverVm):
             obj.check_alive("new_vma")
         va = ManagedVa(addr, size, obj, 0)
         self.insert_va(va)
-        self.user_cleared.discard(id(obj))
         vm_bo = self.bo_obtain(obj, _NEW)
         if self.weak_refs and vm_bo.holds_obj:
             vm_bo.drop_obj_ref()
@@ -438,6 +437,8 @@ class Job:
     holds_bos: bool
     vm_bos: tuple[VmBo, ...] = ()
     pinned: bool = False
+    vmas: tuple[object, ...] = ()
+    """The VMAs the submit pinned, one per buffer of ``bos`` (legacy path)."""
     id: int = attrs.field(factory=lambda: next(_job_ids))
     retired: bool = attrs.field(default=False, init=False)
 
