@@ -1,0 +1,120 @@
+"""The trace session's bookkeeping, pinned by record-and-replay tests written against the
+survivors of the sampled mutmut run (docs/reliability.md, "Mutation score"): fresh ids
+around ids given by hand, ids by kind, the core ``vm`` / ``map`` ops (``drm_gpuvm_init``
+with the session's bus and the id as name, ``drm_gpuvm_sm_map`` of the named object),
+event fields as JSON values, a caller's policy table and the caps presets."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpuvm.core.events import Mapped
+from gpuvm.drm import caps
+from gpuvm.drm.policies import GpuvmEager
+from gpuvm.observe.trace import Session, replay
+from gpuvm.observe.trace.schema import CAPS_PRESETS, _caps_presets
+
+P = 4096
+
+
+def test_fresh_id_skips_an_id_given_by_hand() -> None:
+    """A defining op without an id gets the lowest free one of its kind."""
+    s = Session()
+    assert s.do("vm", id="v0", start=0, range=16 * P) == "v0"
+    assert s.do("vm", start=0, range=16 * P) == "v1"
+    assert s.do("vm", id="v3", start=0, range=16 * P) == "v3"
+    assert s.do("vm", start=0, range=16 * P) == "v2"
+    assert s.do("vm", start=0, range=16 * P) == "v4"
+
+
+def test_ids_by_kind_in_definition_order() -> None:
+    s = Session()
+    v = s.do("vm", start=0, range=16 * P)
+    g0 = s.do("gem", size=P)
+    p = s.do("process")
+    g1 = s.do("gem", size=P)
+    assert s.ids("gem") == [g0, g1]
+    assert s.ids("vm") == [v]
+    assert s.ids("table") == [p]
+    assert s.ids("file") == []
+
+
+def test_vm_op_builds_the_vm_on_the_session_bus_named_by_its_id() -> None:
+    s = Session()
+    v = s.do("vm", start=0, range=64 * P)
+    vm = s.obj(v)
+    assert vm.name == v and repr(vm) == f"GpuVm({v})"
+    assert vm.bus is s.bus
+    o = s.do("gem", size=4 * P)
+    s.do("map", vm=v, addr=0, range=P, obj=o)
+    assert [e for e in s.log.events if isinstance(e, Mapped)] == [Mapped(vm, 0, P, s.obj(o), 0)]
+
+
+def test_map_op_maps_the_named_object_and_replays() -> None:
+    """``map`` with an object maps that object (a VA linked to its VmBo); without one,
+    an object-less VA.  The recorded trace replays to the same tree."""
+    s = Session()
+    v = s.do("vm", start=0, range=64 * P)
+    o = s.do("gem", size=4 * P)
+    s.do("map", vm=v, addr=0, range=2 * P, obj=o, offset=P)
+    s.do("map", vm=v, addr=8 * P, range=P)
+    layout = [(va.addr, va.range, va.obj, va.offset) for va in s.obj(v)]
+    assert layout == [(0, 2 * P, s.obj(o), P), (8 * P, P, None, 0)]
+    (va, _) = list(s.obj(v))
+    assert va.vm_bo is not None and va.vm_bo.obj is s.obj(o)
+    again = replay(s.dumps()).session
+    assert [(va.addr, va.range, va.obj and va.obj.name, va.offset) for va in again.obj(v)] == [
+        (0, 2 * P, o, P),
+        (8 * P, P, None, 0),
+    ]
+
+
+def test_event_fields_show_model_objects_by_their_repr() -> None:
+    s = Session(text_log=True)
+    v = s.do("vm", start=0, range=64 * P)
+    o = s.do("gem", size=4 * P)
+    s.do("map", vm=v, addr=0, range=P, obj=o)
+    mapped = [f for f in s.fields if f["kind"] == "Mapped"]
+    assert mapped == [
+        {
+            "kind": "Mapped",
+            "vm": f"GpuVm({v})",
+            "addr": 0,
+            "range": P,
+            "obj": f"GEM {o}",
+            "offset": 0,
+        }
+    ]
+
+
+class _Custom(GpuvmEager):
+    name = "custom_eager"
+
+
+def test_device_op_takes_the_callers_policy_table() -> None:
+    """``Session(policies=...)`` / ``replay(policies=...)``: a device line's policy name
+    is looked up in the caller's table first."""
+    s = Session(policies={"mine": _Custom})
+    d = s.do("device", flavour="msm", policy="mine")
+    assert type(s.obj(d).policy) is _Custom
+    again = replay(s.dumps(), policies={"mine": _Custom}).session
+    assert type(again.obj(d).policy) is _Custom
+
+
+def test_caps_presets_are_the_caps_functions_of_their_names() -> None:
+    """Every ``caps`` name a trace may give is the :mod:`gpuvm.drm.caps` preset of that
+    name (the table is built once, at import)."""
+    table = _caps_presets()
+    assert list(table) == ["amdgpu_dgpu", "i915_igpu", "xe_igpu", "bochs", "qxl", "soc_display"]
+    assert table == CAPS_PRESETS
+    for name, preset in table.items():
+        assert preset is getattr(caps, name)
+
+
+@pytest.mark.parametrize("preset", ["i915_igpu", "amdgpu_dgpu"])
+def test_device_with_caps_preset_replays(preset: str) -> None:
+    s = Session()
+    d = s.do("device", flavour="nouveau", policy="gpuvm_vma_ref", display=False, caps=preset)
+    dev = s.obj(d)
+    assert dev.caps == getattr(caps, preset)(d)
+    assert replay(s.dumps()).session.obj(d).caps == dev.caps
