@@ -507,3 +507,143 @@ def test_policy_ref_of_classes_and_instances() -> None:
     assert str(info.value) == (
         "EINVAL: policy \"<class 'int'>\" is <class 'int'>, not a TeardownPolicy subclass"
     )
+
+
+# --- survivors of the fresh run on the current code (docs/reliability.md) ---------------
+
+
+def test_iter_counted_yields_the_reference_counts() -> None:
+    from gpuvm.core.refs import iter_counted
+
+    a, b = GemObject(P, name="a"), GemObject(P, name="b")
+    assert list(iter_counted([a, 5, b, None])) == [a.refs, b.refs]
+
+
+def test_unmap_of_a_tail_keeps_the_vm_bo_without_the_vm_resv() -> None:
+    """RESV_PROTECTED with lock checks: a REMAP keeps a piece linked to the VmBo, so the
+    apply destroys no VmBo and needs only the object's gpuva lock, not the VM's resv."""
+    from gpuvm.core.errors import LockNotHeld
+
+    vm = GpuVm(0, 0x100000, name="vm", flags=GpuVmFlags.RESV_PROTECTED, lock_checks=True)
+    obj = GemObject(4 * P, name="o")
+    with locked(obj, vm.r_obj):
+        (va,) = vm.map(0x10000, 2 * P, obj, 0)
+    with locked(obj):
+        vm.unmap(0x11000, P)  # REMAP with prev only
+        vm.unmap(0x20000, P)  # nothing there
+    (piece,) = list(vm)
+    assert (piece.addr, piece.range) == (0x10000, P)
+    with locked(obj), pytest.raises(LockNotHeld):
+        vm.unmap(0x10000, P)  # the last VA: the VmBo goes, the VM's resv is needed
+    assert list(vm) == [piece]
+
+
+def test_obtain_prealloc_with_the_locking_variant() -> None:
+    """The newest ``drm_gpuvm_bo_obtain_prealloc`` (it takes the gpuva lock itself): a
+    miss lists the preallocated VmBo with the caller's reference."""
+    from gpuvm.core.refs import CALLER
+
+    vm = GpuVm(0, 0x100000, name="vm", flags=GpuVmFlags.IMMEDIATE_MODE, obtain_locked=True)
+    obj = GemObject(P, name="o")
+    pre = vm.bo_create(obj)
+    vb = vm.bo_obtain_prealloc(pre)
+    assert vb is pre and pre.listed and obj.vm_bo_for(vm) is pre
+    assert pre.refs.holders == {CALLER: 1}
+
+
+def test_bo_unmap_ops_in_a_fence_section_names_the_call() -> None:
+    from gpuvm.core.errors import FenceSignallingViolation
+
+    vm = GpuVm(0, 0x100000, name="vm")
+    obj = GemObject(P, name="o")
+    vm.map(0x10000, P, obj, 0)
+    vb = obj.vm_bo_for(vm)
+    assert vb is not None
+    with vm.fence_signalling(), pytest.raises(FenceSignallingViolation) as info:
+        vm.bo_unmap_ops(vb)
+    assert str(info.value).startswith(
+        "EDEADLK: drm_gpuvm_bo_unmap_ops_create in a fence-signalling section of vm"
+    )
+
+
+def test_atomic_commit_errno_out_of_range_names_it() -> None:
+    from gpuvm import atomic_commit
+    from gpuvm.core.errors import InvalidArgument
+
+    dev = Device("msm", "gpuvm_vma_ref")
+    f = dev.open()
+    fb = f.add_fb(f.create_bo(1 << 20))
+    with pytest.raises(InvalidArgument) as info:
+        atomic_commit(dev, [(dev.plane(0), fb)], errno=0)
+    assert str(info.value) == "EINVAL: errno=0 is outside [1, 0xfff]"
+
+
+def test_amdgpu_dma_mask_is_44_bits() -> None:
+    """amdgpu sets a 44-bit DMA mask (``DMA_BIT_MASK(44)``, ``amdgpu_gmc`` dma_bits)."""
+    assert amdgpu_dgpu("d").dma_mask == (1 << 44) - 1
+
+
+def test_choose_backing_dma_mask_holds_exactly_mask_plus_one_bytes() -> None:
+    """A non-IOMMU attacher with a 32-bit mask reaches 4 GiB of system memory: a buffer
+    of exactly that size fits, one byte more does not."""
+    from gpuvm.drm.caps import bochs
+
+    @attrs.frozen
+    class View:
+        caps: object
+        peer2peer: bool = False
+
+    caps = bochs("b")
+    assert not caps.has_iommu and caps.dma_mask == (1 << 32) - 1
+    ok = choose_backing([View(caps)], [Domain.SYSTEM], size=1 << 32, ram_top=1 << 40)
+    assert not isinstance(ok, Unsat) and ok.max_phys == (1 << 32) - 1
+    bad = choose_backing([View(caps)], [Domain.SYSTEM], size=(1 << 32) + 1, ram_top=1 << 40)
+    assert isinstance(bad, Unsat)
+    assert bad.tried == ("SYSTEM: dma_mask 0xffffffff cannot hold 4294967297 B",)
+
+
+def test_default_places_follow_the_device_domains() -> None:
+    igpu = Device("nouveau", name="igpu", display=False, caps=i915_igpu("igpu"))
+    plain = Device("nouveau", name="plain", display=False)
+    assert [p.domain for p in igpu.default_places()[0]] == [Domain.TT]
+    assert [p.domain for p in igpu.default_places()[1]] == [Domain.TT, Domain.SYSTEM]
+    assert [p.domain for p in plain.default_places()[0]] == [Domain.VRAM]
+
+
+def test_dmabuf_map_counts_and_reports_its_domain() -> None:
+    """``dma_buf_map_attachment``: one map counted, and the event names the domain the
+    mapping points at (a plain dma-buf, with no placement, counts its map too)."""
+    from gpuvm.drm.dmabuf import DmaBuf
+    from gpuvm.drm.dmabuf.attachment import AttachmentMapped
+
+    topo, mem, caps = world()
+    d = shared(mem, caps, topo)
+    seen: list[Event] = []
+    d.bus.subscribe(seen.append, [AttachmentMapped])
+    a = d.attach("igpu", IGPU)
+    d.map(a)
+    assert seen == [AttachmentMapped(a, "TT", d.size, False)] and a.maps == 1
+    obj = GemObject(P, name="plain")
+    plain = DmaBuf(obj, "x", P, obj.resv, name="plain")
+    b = plain.attach("imp", IGPU)
+    plain.map(b)
+    assert (b.maps, b.mappings) == (1, 1)
+
+
+def test_freeing_a_pinned_buffer_drops_its_pins() -> None:
+    from gpuvm.drm.placement import MemoryManager, amdgpu_domains
+
+    mem = MemoryManager(name="m")
+    obj = GemObject(P, name="g")
+    mem.add(obj, *amdgpu_domains([Domain.VRAM]))
+    mem.validate(obj)
+    mem.pin(obj, [Place(Domain.VRAM)])
+    b = mem.backing(obj)
+    obj.put()
+    assert obj.freed and b.pin_count == 0 and not b.pinned and b.resource is None
+
+
+def test_mode_rule_keeps_its_reason() -> None:
+    from gpuvm.drm.modes import Rule, no
+
+    assert no(22, "why") == Rule(22, None, "why")

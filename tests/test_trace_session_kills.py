@@ -118,3 +118,87 @@ def test_device_with_caps_preset_replays(preset: str) -> None:
     dev = s.obj(d)
     assert dev.caps == getattr(caps, preset)(d)
     assert replay(s.dumps()).session.obj(d).caps == dev.caps
+
+
+def test_vm_op_reserves_the_kernel_node() -> None:
+    s = Session()
+    v = s.do("vm", start=0, range=64 * P, reserve_start=4 * P, reserve_range=2 * P)
+    node = s.obj(v).kernel_node
+    assert node is not None and (node.addr, node.range) == (4 * P, 2 * P)
+
+
+def test_bind_op_unmaps_its_range() -> None:
+    s = Session()
+    v = s.do("vm", start=0, range=64 * P)
+    o = s.do("gem", size=4 * P)
+    s.do("bind", vm=v, reqs=[["map", 0, 4 * P, o, 0], ["unmap", P, P]])
+    assert [(va.addr, va.range) for va in s.obj(v)] == [(0, P), (2 * P, 2 * P)]
+
+
+def _two_files() -> tuple[Session, str, str, str]:
+    s = Session()
+    d = s.do("device", flavour="msm", policy="gpuvm_vma_ref")
+    p = s.do("process")
+    return s, s.do("open", device=d, fds=p), s.do("open", device=d, fds=p), p
+
+
+def test_fd_dup_op_duplicates_in_its_table() -> None:
+    s, f, _, p = _two_files()
+    fd = s.do("prime_handle_to_fd", file=f, handle=s.do("create_bo", file=f, size=P))
+    fd2 = s.do("fd_dup", table=p, fd=fd)
+    assert fd2 != fd and s.obj(p).get(fd2) is s.obj(p).get(fd)
+
+
+def test_prime_handle_to_fd_op_passes_its_flags() -> None:
+    """``DRM_IOCTL_PRIME_HANDLE_TO_FD`` refuses unknown flag bits (``-EINVAL``): the
+    trace's ``flags`` reach the ioctl."""
+    from gpuvm.core.errors import InvalidValue
+
+    s, f, _, _ = _two_files()
+    h = s.do("create_bo", file=f, size=P)
+    with pytest.raises(InvalidValue):
+        s.do("prime_handle_to_fd", file=f, handle=h, flags=0x4)
+    assert s.lines[-1]["error"] == "EINVAL"
+
+
+def test_replay_keeps_no_text_log_by_default() -> None:
+    s = Session()
+    s.do("vm", start=0, range=16 * P)
+    assert replay(s.dumps()).session.text == []
+    assert replay(s.dumps(), text_log=True).session.text != []
+
+
+def test_replay_names_a_broken_invariant(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpuvm.observe.trace import TraceError
+
+    def broken(self: Session, r: dict[str, object]) -> None:
+        raise AssertionError("index keys and nodes disagree")
+
+    monkeypatch.setattr(Session, "_op_frame", broken)
+    text = '{"format": "gpuvm-trace", "version": 1}\n{"op": "frame"}\n'
+    with pytest.raises(TraceError) as info:
+        replay(text)
+    assert info.value.line == 2
+    assert (
+        info.value.reason
+        == "frame broke a model invariant on replay: index keys and nodes disagree"
+    )
+
+
+def test_events_of_filters_by_kind() -> None:
+    from gpuvm.observe.trace import events_of
+
+    s = Session()
+    v = s.do("vm", start=0, range=16 * P)
+    s.do("map", vm=v, addr=0, range=P)
+    r = replay(s.dumps())
+    assert list(events_of(r)) == r.events
+    assert [e.kind for e in events_of(r, ["Mapped"])] == ["Mapped"]
+    assert list(events_of(r, [])) == []
+
+
+def test_trace_bounds_table() -> None:
+    from gpuvm.drm.device import MAX_PLANES
+    from gpuvm.observe.trace.schema import _bounds
+
+    assert _bounds() == {("device", "planes"): (0, MAX_PLANES)}
