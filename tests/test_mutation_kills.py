@@ -647,3 +647,49 @@ def test_mode_rule_keeps_its_reason() -> None:
     from gpuvm.drm.modes import Rule, no
 
     assert no(22, "why") == Rule(22, None, "why")
+
+
+def test_unlink_defer_with_the_gpuva_lock_held_names_the_call() -> None:
+    """``drm_gpuva_unlink_defer`` takes the GEM's gpuva lock itself: held already is a
+    self-deadlock, named after the call."""
+    from gpuvm.core.errors import LockMisuse
+
+    vm = GpuVm(0, 0x100000, name="vm", flags=GpuVmFlags.IMMEDIATE_MODE, lock_checks=True)
+    obj = GemObject(4 * P, name="o")
+    with locked(obj.gpuva_lock, obj, vm.r_obj):
+        (va,) = vm.map(0x10000, P, obj, 0)
+    with locked(obj.gpuva_lock), pytest.raises(LockMisuse) as info:
+        vm.unlink_defer(va)
+    assert str(info.value) == (
+        "EDEADLK: drm_gpuva_unlink_defer takes Lock(o.gpuva), which is already held"
+    )
+    assert va.vm_bo is not None
+
+
+def test_prefetch_and_unmap_op_lists() -> None:
+    from gpuvm.core.errors import ZeroRange
+
+    vm = GpuVm(0, 0x100000, name="vm")
+    assert vm.prefetch_ops(0, P).vm is vm
+    with pytest.raises(ZeroRange) as info:
+        vm.sm_unmap_ops(0x10000, 0)
+    assert str(info.value) == "EINVAL: sm_unmap with range 0 at 0x10000 (the kernel mishandles it)"
+
+
+def test_device_window_type_message() -> None:
+    from gpuvm.core.errors import ArgumentTypeError
+
+    with pytest.raises(ArgumentTypeError) as info:
+        Device("msm", context_window=5)  # type: ignore[arg-type]
+    assert str(info.value) == "EINVAL: context_window must be a tuple, got int 5"
+
+
+def test_edge_kind_of_a_legacy_vma() -> None:
+    from gpuvm.observe.checker import edge_kind
+
+    dev = Device("msm", "legacy_pre_6_17")
+    f = dev.open()
+    h = f.create_bo(P)
+    f.get_iova(h)
+    vma = f.vm.vma_of(f.bo(h))  # type: ignore[union-attr]
+    assert edge_kind(f.bo(h), vma) == "vma"

@@ -202,3 +202,25 @@ def test_trace_bounds_table() -> None:
     from gpuvm.observe.trace.schema import _bounds
 
     assert _bounds() == {("device", "planes"): (0, MAX_PLANES)}
+
+
+_HEAD = '{"format": "gpuvm-trace", "version": 1}\n'
+
+
+def test_validation_of_lists_optional_ids_and_bind_objects() -> None:
+    from gpuvm.observe.trace import TraceError, validate
+
+    base = _HEAD + '{"op": "vm", "id": "v0", "start": 0, "range": 65536}\n'
+    assert validate(base + '{"op": "map", "vm": "v0", "addr": 0, "range": 4096, "obj": null}\n')
+    with pytest.raises(TraceError) as info:
+        validate(base + '{"op": "bind", "vm": "v0", "reqs": [["map", 0, 4096, "v0", 0]]}\n')
+    assert (info.value.line, info.value.reason) == (3, "bind: object 'v0' is not a defined gem")
+    dev = (
+        _HEAD
+        + '{"op": "device", "id": "d0", "flavour": "msm", "policy": "gpuvm_vma_ref"}\n'
+        + '{"op": "process", "id": "p0"}\n'
+        + '{"op": "open", "id": "f0", "device": "d0", "fds": "p0"}\n'
+    )
+    with pytest.raises(TraceError) as info:
+        validate(dev + '{"op": "add_fb", "id": "fb0", "file": "f0", "handles": [true]}\n')
+    assert info.value.reason == "add_fb: handles: expected a list of integers, got [True]"
