@@ -693,3 +693,12 @@ def test_edge_kind_of_a_legacy_vma() -> None:
     f.get_iova(h)
     vma = f.vm.vma_of(f.bo(h))  # type: ignore[union-attr]
     assert edge_kind(f.bo(h), vma) == "vma"
+
+
+def test_map_with_a_range_outside_u64_names_the_range() -> None:
+    from gpuvm.core.errors import InvalidArgument
+
+    vm = GpuVm(0, 0x100000, name="vm")
+    with pytest.raises(InvalidArgument) as info:
+        vm.map(0x1000, -1)
+    assert str(info.value) == "EINVAL: range=-1 is not a u64"
