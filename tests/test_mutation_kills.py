@@ -702,3 +702,43 @@ def test_map_with_a_range_outside_u64_names_the_range() -> None:
     with pytest.raises(InvalidArgument) as info:
         vm.map(0x1000, -1)
     assert str(info.value) == "EINVAL: range=-1 is not a u64"
+
+
+def test_vm_init_and_map_u64_messages_name_the_field() -> None:
+    from gpuvm.core.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument) as info:
+        GpuVm(0, 0x100000, 0, -1, name="vm")
+    assert str(info.value) == "EINVAL: reserve_range=-1 is not a u64"
+    vm = GpuVm(0, 0x100000, name="vm")
+    with pytest.raises(InvalidArgument) as info:
+        vm.map(0x1000, P, GemObject(P, name="o"), -1)
+    assert str(info.value) == "EINVAL: offset=-1 is not a u64"
+    assert list(vm) == []
+
+
+def test_managed_vm_defaults_and_obtain_variant_of_the_kernel() -> None:
+    """A kernel-managed VM flushes as a context by default; it follows its kernel's
+    ``drm_gpuvm_bo_obtain`` variant (the locking one only on mainline)."""
+    from gpuvm.core.events import EventBus
+    from gpuvm.drm.driver import ManagedVm
+
+    vm = ManagedVm(0, 1 << 20, name="m", bus=EventBus())
+    assert vm.tlb_kind == "context_flush" and vm.obtain_locked
+    for kernel, want in (("6.17", False), ("mainline", True)):
+        f = Device("msm", "gpuvm_vma_ref", kernel=kernel).open()
+        f.get_iova(f.create_bo(P))
+        assert isinstance(f.vm, ManagedVm) and f.vm.obtain_locked is want
+
+
+def test_xe_vm_bos_reads_a_vms_buffers() -> None:
+    from gpuvm.drm import xe
+    from gpuvm.drm.file import BindMap
+
+    dev = Device("xe", planes=0)
+    f = dev.open()
+    a = xe.vm_create(f)
+    h = xe.gem_create(f, 1 << 20)
+    assert xe.vm_bos(f, a) == []
+    xe.vm_bind(f, a, [BindMap(0x100000, 1 << 20, h)])
+    assert [vb.obj for vb in xe.vm_bos(f, a)] == [f.bo(h)]
