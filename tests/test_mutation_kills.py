@@ -742,3 +742,22 @@ def test_xe_vm_bos_reads_a_vms_buffers() -> None:
     assert xe.vm_bos(f, a) == []
     xe.vm_bind(f, a, [BindMap(0x100000, 1 << 20, h)])
     assert [vb.obj for vb in xe.vm_bos(f, a)] == [f.bo(h)]
+
+
+def test_vm_bind_map_at_an_aligned_offset() -> None:
+    """VM_BIND (msm and nouveau): a MAP from a page-aligned offset inside the buffer is
+    accepted."""
+    from gpuvm.drm.file import BindMap
+
+    for flavour in ("msm", "nouveau"):
+        dev = Device(flavour, "gpuvm_vma_ref", display=False)
+        f = dev.open()
+        if flavour == "msm":
+            f.set_param_vm_bind()
+        else:
+            f.vm_init()
+        h = f.create_bo(4 * P)
+        base = dev.context_window[0]
+        f.vm_bind([BindMap(base, 2 * P, h, 2 * P)])
+        assert f.vm is not None
+        assert f.vm.layout() == [(base, 2 * P, f.bo(h), 2 * P)]  # type: ignore[attr-defined]
