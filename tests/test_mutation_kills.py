@@ -527,7 +527,7 @@ def test_unmap_of_a_tail_keeps_the_vm_bo_without_the_vm_resv() -> None:
     vm = GpuVm(0, 0x100000, name="vm", flags=GpuVmFlags.RESV_PROTECTED, lock_checks=True)
     obj = GemObject(4 * P, name="o")
     with locked(obj, vm.r_obj):
-        (va,) = vm.map(0x10000, 2 * P, obj, 0)
+        vm.map(0x10000, 2 * P, obj, 0)
     with locked(obj):
         vm.unmap(0x11000, P)  # REMAP with prev only
         vm.unmap(0x20000, P)  # nothing there
