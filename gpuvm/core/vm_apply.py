@@ -19,7 +19,7 @@ from gpuvm.core.errors import InvalidRange, InvalidValue, StaleOps, VaExists
 from gpuvm.core.events import Mapped, TlbInvalidated, Unmapped
 from gpuvm.core.gem import GemObject
 from gpuvm.core.ops import MapOp, MapRequest, Op, OpList, PrefetchOp, RemapOp, UnmapOp, UnmapRequest
-from gpuvm.core.refs import Holder
+from gpuvm.core.refcount import Holder
 from gpuvm.core.u64 import U64_MAX
 from gpuvm.core.va import Va
 from gpuvm.core.vmbo import VmBo
@@ -151,23 +151,24 @@ def apply(vm: GpuVm, ops: Sequence[Op]) -> list[Va]:
         vm._no_fence("apply (bo_obtain and VmBo puts)")
     if vm.lock_checks:
         vm._need_apply_locks(ops)
+    seq: Sequence[Op] = ops.ops if type(ops) is OpList else ops  # the tuple: no __iter__ calls
     route = vm.bus.route
     emit = vm.bus.emit if route[Mapped] or route[Unmapped] or route[TlbInvalidated] else None
     created: list[Va] = []
     kept: list[tuple[int, int]] = []
     mine = vm._immediate
-    for op in ops:
+    for op in seq:
         if isinstance(op, MapOp) and op.obj is not None:
             for vb in op.obj.vm_bos:
                 if vb.vm._immediate is not mine:
                     vm._check_lock_mode(op.obj)
     map_bos: dict[int, VmBo] = {}
-    for op in ops:
+    for op in seq:
         if isinstance(op, MapOp) and op.obj is not None and id(op.obj) not in map_bos:
             map_bo = vm_bos._obtain(vm, op.obj, _APPLY)
             map_bo.extobj_add()
             map_bos[id(op.obj)] = map_bo
-    for op in ops:
+    for op in seq:
         if isinstance(op, UnmapOp):
             va = op.va
             if op.keep:
