@@ -141,7 +141,6 @@ class AddressSpace:
         "reserved",
         "start",
         "tlb_kind",
-        "user_cleared",
     )
 
     def __init__(
@@ -180,7 +179,6 @@ class AddressSpace:
         self.on_free = on_free
         self.freed = False
         self.layout_epoch = 0  # bumped when a VMA is created or closed (plan_iovas)
-        self.user_cleared: set[int] = set()  # see legacy.vma.KernelVm.user_cleared
         self.index: VaIndex[LegacyVma | ReservedNode] = VaIndex(RefDirection.BO_HOLDS_VMA)
         self.reserved: ReservedNode | None = None
         if reserve_range:
@@ -271,7 +269,6 @@ class AddressSpace:
             raise AssertionError(f"{obj!r} already has a VMA in {self.name}")
         vma = LegacyVma(self, obj, addr, size)
         self.index.add(vma)
-        self.user_cleared.discard(id(obj))
         self.layout_epoch += 1
         self.refs.get(vma)
         bo_vmas(obj, create=True).vmas.append(vma)  # type: ignore[union-attr]

@@ -124,9 +124,9 @@ def set_iova(vm: KernelVm, obj: GemObject, iova: int) -> KernelVma | None:
     if iova == 0:
         if vma is None:
             return None
+        vma.user_cleared = True
         vm.unmap_vma(vma)
         vm.close_vma(vma)
-        vm.user_cleared.add(id(obj))
         return None
     if vma is not None:
         if vma.addr != iova:

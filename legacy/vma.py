@@ -44,6 +44,11 @@ class KernelVma(Protocol):
 
     mapped: bool
     pin_count: int
+    user_cleared: bool
+    """Deleted by userspace with ``MSM_INFO_SET_IOVA`` iova 0 (``clear_iova``): the lifetime
+    checker reports an in-flight job whose VMA went this way as a ``hazard`` (the GPU faults
+    or reaches what is mapped there next; the job still holds the buffer), not a
+    use-after-free."""
 
 
 class KernelVm(Protocol):
@@ -59,11 +64,6 @@ class KernelVm(Protocol):
     tlb_kind: str
     page_size: int
     bo_owns_vmas: bool
-    user_cleared: set[int]
-    """Ids of the buffers whose VMA userspace deleted with ``MSM_INFO_SET_IOVA`` iova 0
-    (``clear_iova``) and that have had no VMA here since: the lifetime checker reports an
-    in-flight job's VMA gone this way as a ``hazard`` (the GPU faults or touches what is
-    mapped there next; the job still holds the buffer) rather than a use-after-free."""
 
     def check_alive(self, what: str = ...) -> None: ...
 
@@ -99,6 +99,7 @@ class LegacyVma:
     mapped: bool = False
     pin_count: int = 0
     closed: bool = attrs.field(default=False, init=False)
+    user_cleared: bool = attrs.field(default=False, init=False)
 
     @property
     def end(self) -> int:

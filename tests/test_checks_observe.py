@@ -559,20 +559,41 @@ def test_set_iova_zero_under_in_flight_job_is_a_hazard() -> None:
 
 
 @pytest.mark.parametrize("policy", ["legacy_pre_6_17", "gpuvm_eager"])
-def test_set_iova_zero_mark_goes_with_a_new_vma(policy: str) -> None:
-    """Only the VMA userspace deleted is excused: once the buffer has a VMA again, a job's
-    VMA gone by any other path is a use-after-free again."""
+def test_set_iova_zero_then_new_iova_under_in_flight_job(policy: str) -> None:
+    """The deep run's second shape: SET_IOVA 0 under an in-flight submit, then GET_IOVA
+    makes a new, unpinned VMA.  The job's own VMA is still the one userspace deleted (a
+    hazard, not a use-after-free), and retiring the job does not unpin the new VMA the job
+    never pinned (the kernel's submit unpin is per buffer since "drm/msm: Remove vma use
+    tracking")."""
+    dev, f, checker = _dev(policy)
+    h = f.create_bo(P)
+    f.submit([h])
+    f.set_iova(h, 0)
+    f.get_iova(h)
+    found = checker.check()
+    assert [v.kind for v in found] == ["hazard"], found
+    assert "MSM_INFO_SET_IOVA iova 0" in found[0].message
+    new = _vm_of(f).vma_of(f.bo(h))
+    dev.retire_all()
+    assert new.pin_count == 0 and _vm_of(f).vma_of(f.bo(h)) is new
+    assert checker.check() == [] and checker.ok
+
+
+@pytest.mark.parametrize("policy", ["legacy_pre_6_17", "gpuvm_eager"])
+def test_job_vma_closed_by_the_kernel_is_not_excused(policy: str) -> None:
+    """Only a VMA userspace deleted is excused: the job's VMA closed by any other path (here
+    directly) is a use-after-free, even when the buffer has a new VMA since."""
     _, f, checker = _dev(policy)
     h = f.create_bo(P)
-    f.set_iova(h, 0)
-    f.get_iova(h)  # a new VMA: the mark goes
+    f.get_param()
     f.submit([h])
     vm, bo = _vm_of(f), f.bo(h)
-    assert id(bo) not in vm.user_cleared
     vma = vm.vma_of(bo)
     vma.pin_count = 0
     vm.unmap_vma(vma)
     vm.close_vma(vma)
+    assert not vma.user_cleared
+    f.get_iova(h)
     _one(checker.check(), "use-after-free", "is gone or unpinned while in-flight Job")
 
 

@@ -201,10 +201,11 @@ class ManagedVa(Va):
     ``vma_owner`` policy: the buffer itself when the VM keeps the legacy teardown trigger,
     else whatever will tear it down.  A plain slotted class, as its base :class:`Va` is."""
 
-    __slots__ = ("mapped", "pin_count")
+    __slots__ = ("mapped", "pin_count", "user_cleared")
 
     mapped: bool
     pin_count: int
+    user_cleared: bool
 
     def __init__(
         self,
@@ -219,6 +220,7 @@ class ManagedVa(Va):
         super().__init__(addr, range, obj, offset, sparse, invalidated, user_flags)
         self.mapped = False
         self.pin_count = 0
+        self.user_cleared = False
 
     def keepers(self) -> Iterable[object]:
         vm = self.vm
@@ -251,7 +253,7 @@ class ManagedVm(DriverVm):
 
     kernel_managed = True
 
-    __slots__ = ("_links", "align", "bo_owns_vmas", "user_cleared", "vma_owner", "weak_refs")
+    __slots__ = ("_links", "align", "bo_owns_vmas", "vma_owner", "weak_refs")
 
     def __init__(
         self,
@@ -286,7 +288,6 @@ class ManagedVm(DriverVm):
         )
         self.align = page_size
         self._links = 0
-        self.user_cleared: set[int] = set()  # see legacy.vma.KernelVm.user_cleared
         self.bo_owns_vmas = bo_owns_vmas
         self.weak_refs = weak_refs
         if vma_owner is None:
@@ -348,7 +349,6 @@ class ManagedVm(DriverVm):
             obj.check_alive("new_vma")
         va = ManagedVa(addr, size, obj, 0)
         self.insert_va(va)
-        self.user_cleared.discard(id(obj))
         vm_bo = self.bo_obtain(obj, _NEW)
         if self.weak_refs and vm_bo.holds_obj:
             vm_bo.drop_obj_ref()
@@ -453,6 +453,8 @@ class Job:
     holds_bos: bool
     vm_bos: tuple[VmBo, ...] = ()
     pinned: bool = False
+    vmas: tuple[object, ...] = ()
+    """The VMAs the submit pinned, one per buffer of ``bos`` (legacy path)."""
     id: int = attrs.field(factory=lambda: next(_job_ids))
     retired: bool = attrs.field(default=False, init=False)
 

@@ -225,7 +225,7 @@ class TeardownPolicy:
     def on_submit(self, job: Job) -> None:
         """Pin the job's buffers in its VM and take the references a submit holds."""
         vm: KernelVm = job.vm  # type: ignore[assignment]
-        path.pin_all(vm, job.bos)
+        job.vmas = tuple(path.pin_all(vm, job.bos))
         job.pinned = True
         if job.holds_bos:
             for bo in job.bos:
@@ -250,8 +250,9 @@ class TeardownPolicy:
                     f"(its VMA in {vm.name} died with it)"
                 )
                 continue
-            if job.pinned and vm.vma_of(bo) is not None:
-                path.unpin(vm, bo)
+            vma = vm.vma_of(bo) if job.pinned else None
+            if vma is not None and (not job.vmas or vma in job.vmas):
+                path.unpin(vm, bo)  # not a VMA made after SET_IOVA 0 deleted the job's
         if job.holds_bos:
             for bo in job.bos:
                 bo.put(job)

@@ -258,13 +258,18 @@ class LifetimeChecker:
                 edges.add(vb, job)
                 if vb.freed:
                     uaf("use-after-free", f"in-flight {job!r} holds freed {vb!r}")
-            for bo in job.bos:
+            own = job.vmas if len(job.vmas) == len(job.bos) else (None,) * len(job.bos)
+            for bo, pinned in zip(job.bos, own, strict=True):
                 if bo.freed:
                     uaf("use-after-free", f"in-flight {job!r} uses freed {describe(bo)}")
                     continue
                 if job.pinned and hasattr(jvm, "vma_of"):
                     vma = jvm.vma_of(bo)
-                    if vma is None and id(bo) in getattr(jvm, "user_cleared", ()):
+                    if (
+                        pinned is not None
+                        and pinned is not vma
+                        and getattr(pinned, "user_cleared", False)
+                    ):
                         self.report(
                             "hazard",
                             f"userspace deleted the VMA of {describe(bo)} in {describe(jvm)} "
