@@ -36,16 +36,6 @@ MIB = 1 << 20
 P = 4096
 
 
-def refused(dev: Device, errno: int, fn: object, *args: object) -> GpuvmError:
-    """Call ``fn(*args)``, expect a refusal with ``errno`` that changes nothing."""
-    before = snapshot(dev)
-    with pytest.raises(GpuvmError) as ei:
-        fn(*args)  # type: ignore[operator]
-    assert ei.value.errno == errno, ei.value
-    assert snapshot(dev) == before
-    return ei.value
-
-
 # --- deviation 8: all handles hold one reference ----------------------------------------------
 
 

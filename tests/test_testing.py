@@ -29,6 +29,10 @@ from gpuvm.testing import (
 from gpuvm.testing.mutants import MUTANTS
 
 CORRECT = ["legacy_pre_6_17", "gpuvm_eager", "gpuvm_vma_ref", "separate_tracker"]
+KERNEL = {"gpuvm_eager": "mainline"}
+"""``gpuvm_eager`` defaults to ``msm-pre-vma-ref``, whose eager unpin (fixed by 3bebfd53af0f)
+the legacy and prime machines report as ``unmapped-scanout``: its policy is checked under the
+fixed kernel."""
 KINDS = ["vm_bind", "legacy", "prime"]
 
 
@@ -36,9 +40,35 @@ KINDS = ["vm_bind", "legacy", "prime"]
 @pytest.mark.parametrize("policy", CORRECT)
 def test_correct_policy_passes(policy: str, kind: str) -> None:
     run_state_machine_as_test(
-        machine_class(policy, kind),
+        machine_class(policy, kind, kernel=KERNEL.get(policy)),
         settings=settings(settings.default, max_examples=15, database=None),
     )
+
+
+def test_prime_machine_catches_gpuvm_eager_under_its_default_kernel() -> None:
+    """Under ``msm-pre-vma-ref`` the eager unpin unmaps a buffer another framebuffer still
+    scans out: the machine must find that (derandomized, so the same search every run)."""
+    with pytest.raises(AssertionError, match="unmapped-scanout"):
+        run_state_machine_as_test(
+            machine_class("gpuvm_eager", "prime"),
+            settings=settings(
+                settings.default,
+                max_examples=2000,
+                database=None,
+                derandomize=True,
+                phases=[Phase.explicit, Phase.generate],
+            ),
+        )
+
+
+def test_machine_kernel_profile_reaches_every_device() -> None:
+    m = machine_class("gpuvm_eager", "prime", kernel="mainline")()
+    assert m.__class__.__name__ == "PrimeMachine_gpuvm_eager_mainline"
+    m.setup()
+    assert {m.s.obj(d).kernel.name for d in m.devices} == {"mainline"}
+    d = machine_class("gpuvm_eager", "prime")()
+    d.setup()
+    assert {d.s.obj(x).kernel.name for x in d.devices} >= {"msm-pre-vma-ref"}
 
 
 def test_machine_for_is_a_testcase() -> None:

@@ -47,7 +47,8 @@ if [ -z "$tests" ]; then
     for t in checks_checked checks_core checks_drm checks_observe survivors vm_errors file \
         file_modes prime dmabuf_sharing dmabuf_kernel checker refs_lifetime placement caps \
         legacy kernel_exact api_contract locks kms vatree bug_patterns trace policies \
-        plan_reuse events_bus mutation_kills madvise lookups splitmerge_props; do
+        plan_reuse events_bus mutation_kills madvise lookups splitmerge_props trace_session_kills \
+        atomic bind_faults xe; do
         if [ -f "$root/tests/test_$t.py" ]; then tests="$tests tests/test_$t.py"; fi
     done
     # A subprocess replay with a 60 s timeout: too slow under mutmut's tracing on a loaded

@@ -173,6 +173,8 @@ class LifetimeMachine(RuleBasedStateMachine):
 
     policy: ClassVar[Policy] = "gpuvm_vma_ref"
     flavour: ClassVar[str] = "msm"
+    kernel: ClassVar[str | None] = None
+    """The kernel profile of every device the machine opens (None: the policy's default)."""
     max_files: ClassVar[int] = 3
 
     def __init__(self) -> None:
@@ -188,6 +190,8 @@ class LifetimeMachine(RuleBasedStateMachine):
     # --- helpers -------------------------------------------------------------------------
 
     def device(self, flavour: str | None = None, **kw: Any) -> str:
+        if self.kernel is not None:
+            kw.setdefault("kernel", self.kernel)
         d = str(self.s.do("device", flavour=flavour or self.flavour, policy=self.policy_name, **kw))
         self.devices.append(d)
         return d
@@ -611,18 +615,24 @@ MACHINES: dict[str, type[LifetimeMachine]] = {
 
 
 def machine_class(
-    policy: Policy, kind: str = "vm_bind", *, flavour: str = "msm"
+    policy: Policy, kind: str = "vm_bind", *, flavour: str = "msm", kernel: str | None = None
 ) -> type[LifetimeMachine]:
     """The state machine ``kind`` (``"vm_bind"``, ``"legacy"``, ``"prime"``) bound to
-    ``policy``."""
+    ``policy``, its devices under kernel profile ``kernel`` (default: the policy's own, e.g.
+    ``msm-pre-vma-ref`` for ``gpuvm_eager``, whose eager unpin the legacy machine reports as
+    ``unmapped-scanout``)."""
     base = MACHINES[kind]
     name = f"{base.__name__}_{_policy_name(policy)}"
-    return type(name, (base,), {"policy": policy, "flavour": flavour})
+    if kernel is not None:
+        name += "_" + "".join(c if c.isalnum() else "_" for c in kernel)
+    return type(name, (base,), {"policy": policy, "flavour": flavour, "kernel": kernel})
 
 
-def machine_for(policy: Policy, kind: str = "vm_bind", *, flavour: str = "msm") -> Any:
+def machine_for(
+    policy: Policy, kind: str = "vm_bind", *, flavour: str = "msm", kernel: str | None = None
+) -> Any:
     """A pytest-collectable ``TestCase`` running machine ``kind`` against ``policy``."""
-    return machine_class(policy, kind, flavour=flavour).TestCase
+    return machine_class(policy, kind, flavour=flavour, kernel=kernel).TestCase
 
 
 def machines_for(policy: Policy, *, flavour: str = "msm") -> tuple[Any, Any, Any]:
