@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from sortedcontainers import SortedList
 
-from gpuvm.core.vatree import RefDirection, VaIndex
+from gpuvm.core.vatree import RefDirection, SortedKeys, VaIndex
 
 MASK = (1 << 64) - 1
 
@@ -135,3 +136,46 @@ def test_the_installed_sortedcontainers_takes_the_direct_walk() -> None:
     """The fast mode tested above is really the sublist walk on this sortedcontainers."""
     assert not VaIndex(RefDirection.VM_BO_HOLDS_GEM).portable
     assert VaIndex(RefDirection.VM_BO_HOLDS_GEM, portable=True).portable
+
+
+@settings(max_examples=200)
+@given(
+    load=st.sampled_from([1, 2, 3, 4, 1000]),
+    script=st.lists(st.tuples(st.booleans(), st.integers(0, 60)), max_size=120),
+    queries=st.lists(
+        st.tuples(
+            st.none() | st.integers(-2, 62),
+            st.none() | st.integers(-2, 62),
+            st.tuples(st.booleans(), st.booleans()),
+            st.booleans(),
+        ),
+        max_size=8,
+    ),
+)
+def test_sorted_keys_behave_as_a_sorted_list(
+    load: int,
+    script: list[tuple[bool, int]],
+    queries: list[tuple[int | None, int | None, tuple[bool, bool], bool]],
+) -> None:
+    """The index's own sorted list (``SortedKeys``) against ``sortedcontainers.SortedList``:
+    same keys in the same order after every insert and removal (sublists split and merged
+    at tiny loads), the same ``irange`` answers, ``ValueError`` for an absent key."""
+    keys = SortedKeys(load)
+    ref = SortedList()
+    for add, key in script:
+        if add and key not in ref:
+            keys.add(key)
+            ref.add(key)
+        elif not add and key in ref:
+            keys.remove(key)
+            ref.remove(key)
+        elif not add:
+            with pytest.raises(ValueError):
+                keys.remove(key)
+        assert list(keys) == list(ref) and len(keys) == len(ref)
+        assert keys._maxes == [lst[-1] for lst in keys._lists]
+        assert all(0 < len(lst) <= 2 * load for lst in keys._lists)
+    for lo, hi, inclusive, reverse in queries:
+        assert list(keys.irange(lo, hi, inclusive, reverse)) == list(
+            ref.irange(lo, hi, inclusive, reverse)
+        )

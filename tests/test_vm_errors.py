@@ -581,6 +581,11 @@ WRONG_TYPES: list[tuple[str, Callable[[Scene], Any]]] = [
 
 @pytest.mark.parametrize(("name", "call"), WRONG_TYPES, ids=[c[0] for c in WRONG_TYPES])
 def test_wrong_types_raise_invalid_value(name: str, call: Callable[[Scene], Any]) -> None:
+    if name == "sm_map_ops(None)" and compiled():
+        pytest.skip(
+            "compiled core: mypyc refuses a non-MapRequest for a MapRequest parameter (a "
+            "native class) with its own TypeError before the model's check (docs/compiled.md)"
+        )
     s = scene()
     with unchanged(*s.roots()), pytest.raises(InvalidValue) as ei:
         call(s)

@@ -26,11 +26,17 @@ MODULES = (
     "gpuvm.core.vm_invariants",
     "gpuvm.core.vatree",
     "gpuvm.core.splitmerge",
+    "gpuvm.core.ops",
+    "gpuvm.core.va",
+    "gpuvm.core.vmbo",
+    "gpuvm.core.refcount",
 )
 """The modules the compiled build compiles: the ``GpuVm`` class, its section modules, the
-VA index and split/merge.  The modules defining attrs classes (``va``, ``vmbo``, ``gem``,
-``ops``, ``refs``, ``events``) stay interpreted: mypyc 2.4 builds an ``attrs.define`` /
-``attrs.frozen`` class as a non-native class and breaks it (``docs/compiled.md``)."""
+VA index, split/merge, and the hot data classes (ops and requests, ``Va``, ``VmBo``,
+``Holder`` / ``RefCount``), written as plain slotted classes so that mypyc makes them native
+classes.  The modules defining attrs classes (``gem``, ``events``) stay interpreted: mypyc
+2.4 builds an ``attrs.define`` / ``attrs.frozen`` class as a non-native class and breaks it
+(``docs/compiled.md``)."""
 
 
 def _is_extension(module: str) -> bool:

@@ -17,7 +17,7 @@ import attrs
 
 from gpuvm.core.errors import LockMisuse, UseAfterFree
 from gpuvm.core.events import EventBus, Freed
-from gpuvm.core.refs import OWNER, RefCount
+from gpuvm.core.refcount import OWNER, RefCount
 from gpuvm.core.u64 import check_u64
 
 if TYPE_CHECKING:

@@ -2,11 +2,12 @@
 
 The kernel keeps VAs in an augmented interval tree plus an address-sorted list.  Entries
 of one VM never overlap (insert refuses overlaps, the kernel-reserved node included), so a
-``sortedcontainers.SortedList`` of start addresses (plus a dict from start to node)
+sorted list of start addresses (plus a dict from start to node)
 answers every interval query of the kernel's tree in O(log n + k): the nodes meeting a
 closed interval are a contiguous run of the sorted order, found by one bisection over the
-SortedList's sorted sublists and walked from there (no positional index), so lookups,
-inserts and removals are O(log n).  The index
+list's sorted sublists and walked from there (no positional index), so lookups,
+inserts and removals are O(log n).  The sorted list is :class:`SortedKeys`, the layout of
+``sortedcontainers.SortedList`` written here so that the compiled core compiles it.  The index
 also records which way references point between mappings and buffers, so tools can ask
 any VM whether its VMAs hold their buffers (GPUVM) or the reverse (legacy).
 """
@@ -14,11 +15,9 @@ any VM whether its VMAs hold their buffers (GPUVM) or the reverse (legacy).
 from __future__ import annotations
 
 import enum
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
 from typing import Generic, Protocol, TypeVar
-
-from sortedcontainers import SortedList
 
 
 class RefDirection(enum.Enum):
@@ -45,16 +44,146 @@ N = TypeVar("N", bound=Interval)
 _MASK = (1 << 64) - 1
 
 
-def _has_sublists() -> bool:
-    """Whether this sortedcontainers keeps the documented sublist layout (``_lists`` of
-    sorted sublists and ``_maxes`` of their last keys, as in every 2.x release)."""
-    probe = SortedList([1, 2, 3])
-    lists = getattr(probe, "_lists", None)
-    maxes = getattr(probe, "_maxes", None)
-    return lists == [[1, 2, 3]] and maxes == [3]
+class SortedKeys:
+    """Distinct ``int`` keys in ascending order: a list of sorted sublists of at most
+    ``2 * load`` keys each, plus the last key of every sublist (``_maxes``), the layout
+    ``sortedcontainers.SortedList`` uses.  Written here, with only what :class:`VaIndex`
+    needs, so that the compiled core compiles it (a ``SortedList`` is interpreted Python
+    reached through generic calls).  An insert or removal bisects ``_maxes`` then one
+    sublist; a sublist that grows past ``2 * load`` is split in two, one that shrinks
+    below ``load // 2`` is merged with a neighbour."""
 
+    __slots__ = ("_lists", "_load", "_maxes")
 
-_SUBLISTS = _has_sublists()
+    def __init__(self, load: int = 1000) -> None:
+        self._lists: list[list[int]] = []
+        self._maxes: list[int] = []
+        self._load = load
+
+    def _reset(self, load: int) -> None:
+        """Rebuild with sublists of about ``load`` keys (tests use tiny ones)."""
+        keys = list(self)
+        self._load = load
+        self._lists = [keys[i : i + load] for i in range(0, len(keys), load)]
+        self._maxes = [lst[-1] for lst in self._lists]
+
+    def __len__(self) -> int:
+        return sum(len(lst) for lst in self._lists)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter([key for lst in self._lists for key in lst])
+
+    def add(self, key: int) -> None:
+        """Insert ``key``, which must not be present."""
+        lists = self._lists
+        maxes = self._maxes
+        if not maxes:
+            lists.append([key])
+            maxes.append(key)
+            return
+        pos = bisect_left(maxes, key)
+        if pos == len(maxes):  # past every key: append to the last sublist
+            pos -= 1
+            lst = lists[pos]
+            lst.append(key)
+            maxes[pos] = key
+        else:
+            lst = lists[pos]
+            insort(lst, key)
+        load = self._load
+        if len(lst) > 2 * load:
+            tail = lst[load:]
+            del lst[load:]
+            maxes[pos] = lst[-1]
+            lists.insert(pos + 1, tail)
+            maxes.insert(pos + 1, tail[-1])
+
+    def remove(self, key: int) -> None:
+        """Remove ``key``; ``ValueError`` if it is not present."""
+        lists = self._lists
+        maxes = self._maxes
+        pos = bisect_left(maxes, key)
+        if pos == len(maxes):
+            raise ValueError(f"{key!r} not in keys")
+        lst = lists[pos]
+        idx = bisect_left(lst, key)
+        if lst[idx] != key:
+            raise ValueError(f"{key!r} not in keys")
+        del lst[idx]
+        if lst and len(lst) >= self._load // 2:
+            if idx == len(lst):
+                maxes[pos] = lst[-1]
+            return
+        if len(lists) == 1:  # the only sublist: keep it, drop it when empty
+            if lst:
+                maxes[0] = lst[-1]
+            else:
+                del lists[0]
+                del maxes[0]
+            return
+        # merge the short sublist into a neighbour, then split again if that is too long
+        if pos:
+            pos -= 1
+        merged = lists[pos] + lists[pos + 1]
+        del lists[pos + 1]
+        del maxes[pos + 1]
+        lists[pos] = merged
+        maxes[pos] = merged[-1]
+        load = self._load
+        if len(merged) > 2 * load:
+            tail = merged[load:]
+            del merged[load:]
+            maxes[pos] = merged[-1]
+            lists.insert(pos + 1, tail)
+            maxes.insert(pos + 1, tail[-1])
+
+    def irange(
+        self,
+        lo: int | None = None,
+        hi: int | None = None,
+        inclusive: tuple[bool, bool] = (True, True),
+        reverse: bool = False,
+    ) -> Iterator[int]:
+        """The keys between ``lo`` and ``hi`` (``None``: unbounded), ascending or, with
+        ``reverse``, descending; ``inclusive`` says whether each bound is included (the
+        ``SortedList.irange`` interface the portable path of :class:`VaIndex` uses)."""
+        lists = self._lists
+        out: list[int] = []
+        if reverse:
+            pos = len(lists) - 1
+            idx = len(lists[pos]) - 1 if lists else -1
+            if hi is not None:
+                at = bisect_left(self._maxes, hi)  # the first sublist reaching hi
+                if at < len(lists):
+                    pos = at
+                    idx = (bisect_right if inclusive[1] else bisect_left)(lists[pos], hi) - 1
+            while pos >= 0:
+                lst = lists[pos]
+                while idx >= 0:
+                    key = lst[idx]
+                    if lo is not None and (key < lo or (key == lo and not inclusive[0])):
+                        return iter(out)
+                    out.append(key)
+                    idx -= 1
+                pos -= 1
+                idx = len(lists[pos]) - 1 if pos >= 0 else -1
+            return iter(out)
+        pos = idx = 0
+        if lo is not None:
+            find = bisect_left if inclusive[0] else bisect_right
+            pos = find(self._maxes, lo)
+            idx = find(lists[pos], lo) if pos < len(lists) else 0
+        while pos < len(lists):
+            lst = lists[pos]
+            while idx < len(lst):
+                key = lst[idx]
+                if hi is not None and (key > hi or (key == hi and not inclusive[1])):
+                    return iter(out)
+                out.append(key)
+                idx += 1
+            pos += 1
+            idx = 0
+        return iter(out)
 
 
 class VaIndex(Generic[N]):
@@ -62,21 +191,21 @@ class VaIndex(Generic[N]):
     lookups.  Callers check overlap before :meth:`add`; the index itself only asserts it in
     :meth:`check`.
 
-    Storage is a ``sortedcontainers.SortedList`` of start addresses plus a dict from start
-    to node.  Lookups bisect the SortedList's sorted sublists directly (its ``_maxes`` and
-    ``_lists``): one bisection finds the first key at or after an address, its predecessor
-    is the entry before it, and a walk continues along the sublists, so a lookup meeting
-    ``k`` nodes costs O(log n + k) with no iterator machinery.  ``portable=True`` (and any
-    sortedcontainers without that layout) answers the same queries through the public
-    ``irange`` instead."""
+    Storage is a :class:`SortedKeys` of start addresses plus a dict from start to node.
+    Lookups bisect its sorted sublists directly (``_maxes`` and ``_lists``): one bisection
+    finds the first key at or after an address, its predecessor is the entry before it,
+    and a walk continues along the sublists, so a lookup meeting ``k`` nodes costs
+    O(log n + k) with no iterator machinery.  ``portable=True`` answers the same queries
+    through ``irange`` instead (the interface of ``SortedList``), a second path the tests
+    check against the first."""
 
     __slots__ = ("_keys", "_map", "direction", "portable")
 
     def __init__(self, direction: RefDirection, *, portable: bool = False) -> None:
         self.direction = direction
-        self._keys: SortedList = SortedList()
+        self._keys = SortedKeys()
         self._map: dict[int, N] = {}
-        self.portable = portable or not _SUBLISTS
+        self.portable = portable
 
     def __len__(self) -> int:
         return len(self._map)
@@ -120,35 +249,35 @@ class VaIndex(Generic[N]):
     def _before(self, pos: int, idx: int) -> int | None:
         """The key just before position ``(pos, idx)``, or None."""
         if idx:
-            return self._keys._lists[pos][idx - 1]  # type: ignore[no-any-return]
+            return self._keys._lists[pos][idx - 1]
         if pos:
-            return self._keys._maxes[pos - 1]  # type: ignore[no-any-return]
+            return self._keys._maxes[pos - 1]
         return None
 
     def _at(self, pos: int, idx: int) -> int | None:
         """The key at position ``(pos, idx)``, or None past the end."""
         lists = self._keys._lists
         if pos < len(lists):
-            return lists[pos][idx]  # type: ignore[no-any-return]
+            return lists[pos][idx]
         return None
 
     def _pred(self, addr: int) -> int | None:
         """The greatest key ``<= addr``, or None."""
         if self.portable:
             for key in self._keys.irange(None, addr, reverse=True):
-                return key  # type: ignore[no-any-return]
+                return key
             return None
         pos, idx = self._ge(addr)
-        key = self._at(pos, idx)
-        if key == addr:
-            return key
+        at = self._at(pos, idx)
+        if at == addr:
+            return at
         return self._before(pos, idx)
 
     def _succ(self, addr: int) -> int | None:
         """The least key ``> addr``, or None."""
         if self.portable:
             for key in self._keys.irange(addr, None, (False, True)):
-                return key  # type: ignore[no-any-return]
+                return key
             return None
         pos, idx = self._ge(addr + 1)
         return self._at(pos, idx)

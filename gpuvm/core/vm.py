@@ -47,7 +47,7 @@ from gpuvm.core.errors import InitOverflow, UseAfterFree
 from gpuvm.core.events import EventBus, Warning
 from gpuvm.core.gem import GemObject, Lock, Resv
 from gpuvm.core.ops import MapRequest, Op, OpList, UnmapRequest
-from gpuvm.core.refs import CALLER, OWNER, RefCount
+from gpuvm.core.refcount import CALLER, OWNER, RefCount
 from gpuvm.core.u64 import add_overflows, check_u64
 from gpuvm.core.va import Va
 from gpuvm.core.vatree import RefDirection, VaIndex

@@ -12,14 +12,14 @@ methods of the same names (see :mod:`gpuvm.core.vm`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from gpuvm.core import vm_bos
 from gpuvm.core.errors import InvalidRange, InvalidValue, StaleOps, VaExists
 from gpuvm.core.events import Mapped, TlbInvalidated, Unmapped
 from gpuvm.core.gem import GemObject
 from gpuvm.core.ops import MapOp, MapRequest, Op, OpList, PrefetchOp, RemapOp, UnmapOp, UnmapRequest
-from gpuvm.core.refs import Holder
+from gpuvm.core.refcount import Holder
 from gpuvm.core.u64 import U64_MAX
 from gpuvm.core.va import Va
 from gpuvm.core.vmbo import VmBo
@@ -77,15 +77,17 @@ def _validate_ops(vm: GpuVm, ops: Sequence[Op]) -> None:
                 raise VaExists(f"{what} [{addr:#x}, +{range_:#x}) overlaps another op")
         new.append((addr, range_))
 
-    for op in ops:
-        if isinstance(op, UnmapOp):
-            take(op.va)
-        elif isinstance(op, RemapOp):
-            va = op.unmap.va
+    # Items typed as objects: the compiled build would refuse a non-op with mypyc's own
+    # TypeError when taking it out of a Sequence[Op], before the InvalidValue below.
+    for item in cast("Sequence[object]", ops):
+        if isinstance(item, UnmapOp):
+            take(item.va)
+        elif isinstance(item, RemapOp):
+            va = item.unmap.va
             take(va)
-            if op.prev is None and op.next is None:
+            if item.prev is None and item.next is None:
                 raise InvalidRange(f"REMAP of {va!r} with no piece")
-            for piece, edge in ((op.prev, "prev"), (op.next, "next")):
+            for piece, edge in ((item.prev, "prev"), (item.next, "next")):
                 if piece is None:
                     continue
                 if piece.obj is not va.obj or piece.range <= 0:
@@ -93,13 +95,13 @@ def _validate_ops(vm: GpuVm, ops: Sequence[Op]) -> None:
                 if piece.addr < va.addr or piece.end > va.end:
                     raise InvalidRange(f"REMAP {edge} piece {piece!r} outside {va!r}")
                 place(piece.addr, piece.range, f"REMAP {edge}")
-        elif isinstance(op, MapOp):
-            vm._check_map_request(MapRequest(op.addr, op.range, op.obj, op.offset))
-            place(op.addr, op.range, "MAP")
-        elif isinstance(op, PrefetchOp):
+        elif isinstance(item, MapOp):
+            vm._check_map_request(MapRequest(item.addr, item.range, item.obj, item.offset))
+            place(item.addr, item.range, "MAP")
+        elif isinstance(item, PrefetchOp):
             raise StaleOps("PREFETCH ops are not applied; hand them to the driver")
         else:
-            raise InvalidValue(f"not an op: {op!r}")
+            raise InvalidValue(f"not an op: {item!r}")
 
 
 def _need_apply_locks(vm: GpuVm, ops: Iterable[Op]) -> None:
@@ -151,23 +153,24 @@ def apply(vm: GpuVm, ops: Sequence[Op]) -> list[Va]:
         vm._no_fence("apply (bo_obtain and VmBo puts)")
     if vm.lock_checks:
         vm._need_apply_locks(ops)
+    seq: Sequence[Op] = ops.ops if type(ops) is OpList else ops  # the tuple: no __iter__ calls
     route = vm.bus.route
     emit = vm.bus.emit if route[Mapped] or route[Unmapped] or route[TlbInvalidated] else None
     created: list[Va] = []
     kept: list[tuple[int, int]] = []
     mine = vm._immediate
-    for op in ops:
+    for op in seq:
         if isinstance(op, MapOp) and op.obj is not None:
             for vb in op.obj.vm_bos:
                 if vb.vm._immediate is not mine:
                     vm._check_lock_mode(op.obj)
     map_bos: dict[int, VmBo] = {}
-    for op in ops:
+    for op in seq:
         if isinstance(op, MapOp) and op.obj is not None and id(op.obj) not in map_bos:
             map_bo = vm_bos._obtain(vm, op.obj, _APPLY)
             map_bo.extobj_add()
             map_bos[id(op.obj)] = map_bo
-    for op in ops:
+    for op in seq:
         if isinstance(op, UnmapOp):
             va = op.va
             if op.keep:
@@ -251,10 +254,10 @@ def bind(vm: GpuVm, requests: Iterable[MapRequest | UnmapRequest]) -> list[Va]:
     """A multi-op VM_BIND, all or nothing: every request is validated against the VM
     before the first is applied (sm_map and sm_unmap can only fail on the request's own
     range, never on the layout), then each is computed and applied in order."""
-    reqs = list(requests)
+    raw: list[object] = list(requests)  # objects until checked (see _validate_ops)
     vm.check_alive("bind")
     vm._no_fence("bind")
-    for req in reqs:
+    for req in raw:
         if isinstance(req, MapRequest):
             vm._check_map_request(req)
             if req.obj is not None:
@@ -263,6 +266,7 @@ def bind(vm: GpuVm, requests: Iterable[MapRequest | UnmapRequest]) -> list[Va]:
             vm._check_range("sm_unmap", req.addr, req.range)
         else:
             raise InvalidValue(f"not a bind request: {req!r}")
+    reqs = cast("list[MapRequest | UnmapRequest]", raw)
     if vm.lock_checks:
         vm._need_bind_locks(reqs)
     # Like the ioctl's handle lookups and its VM reference, hold every request's object

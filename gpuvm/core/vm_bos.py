@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from gpuvm.core.errors import LinkError, LockMisuse, NotInserted
 from gpuvm.core.events import RefGot, VaLinked, VaUnlinked, VmBoCreated
 from gpuvm.core.gem import GemObject
-from gpuvm.core.refs import CALLER
+from gpuvm.core.refcount import CALLER
 from gpuvm.core.va import Va
 from gpuvm.core.vmbo import VmBo
 

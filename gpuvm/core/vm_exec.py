@@ -17,7 +17,7 @@ from gpuvm.core.errors import NoObject, NotSupported
 from gpuvm.core.events import Validated
 from gpuvm.core.gem import GemObject, Resv
 from gpuvm.core.ops import MapRequest, Op, RemapOp, UnmapOp
-from gpuvm.core.refs import Holder
+from gpuvm.core.refcount import Holder
 from gpuvm.core.u64 import U64_MAX, check_u64
 from gpuvm.core.vmbo import VmBo
 

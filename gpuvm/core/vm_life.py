@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from gpuvm.core.errors import LeakError
 from gpuvm.core.events import Freed
 from gpuvm.core.ops import OpList, UnmapOp
-from gpuvm.core.refs import OWNER
+from gpuvm.core.refcount import OWNER
 from gpuvm.core.va import Va
 from gpuvm.core.vmbo import VmBo
 

@@ -4,6 +4,11 @@ A VmBo holds one reference on its VM and one on its buffer, and is itself counte
 caller that created, found or obtained it holds one, and every VA linked to it holds one.
 At zero it leaves the extobj / evict lists and the GEM's list, then drops the VM reference
 and finally the buffer reference (``drm_gpuvm_bo_destroy``'s order).
+
+:class:`VmBo` is a plain class with ``__slots__`` and a hand-written ``__init__`` (identity
+equality, as before) rather than an attrs class, the documented exception to the house rule:
+mypyc compiles it as a native class for the compiled core and cannot compile attrs classes
+(``docs/compiled.md``).
 """
 
 from __future__ import annotations
@@ -11,11 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-import attrs
-
 from gpuvm.core.errors import FenceSignallingViolation, LinkError, UseAfterFree
 from gpuvm.core.events import Evicted, VmBoDestroyed, VmBoZombie
-from gpuvm.core.refs import CALLER, Holder, RefCount
+from gpuvm.core.refcount import CALLER, Holder, RefCount
 
 if TYPE_CHECKING:
     from gpuvm.core.gem import GemObject
@@ -23,23 +26,35 @@ if TYPE_CHECKING:
     from gpuvm.core.vm import GpuVm
 
 
-@attrs.define(slots=True, eq=False, repr=False)
 class VmBo:
-    """``struct drm_gpuvm_bo``: unique per (VM, GEM) while it is on the GEM's list."""
+    """``struct drm_gpuvm_bo``: unique per (VM, GEM) while it is on the GEM's list.
+
+    ``holds_obj`` is False once :meth:`drop_obj_ref` gave up the buffer reference (weak-ref
+    quirk); ``zombie`` says a deferred put dropped the last reference and the VM's deferred
+    cleanup will free it.
+    """
+
+    __slots__ = ("evicted", "freed", "holds_obj", "listed", "obj", "refs", "vas", "vm", "zombie")
 
     vm: GpuVm
     obj: GemObject
-    refs: RefCount = attrs.field(init=False)
-    vas: dict[Va, None] = attrs.field(init=False, factory=dict)
-    evicted: bool = attrs.field(init=False, default=False)
-    listed: bool = attrs.field(init=False, default=False)
-    freed: bool = attrs.field(init=False, default=False)
-    holds_obj: bool = attrs.field(init=False, default=True)
-    """False once :meth:`drop_obj_ref` gave up the buffer reference (weak-ref quirk)."""
-    zombie: bool = attrs.field(init=False, default=False)
-    """A deferred put dropped the last reference; freed by the VM's deferred cleanup."""
+    refs: RefCount
+    vas: dict[Va, None]
+    evicted: bool
+    listed: bool
+    freed: bool
+    holds_obj: bool
+    zombie: bool
 
-    def __attrs_post_init__(self) -> None:
+    def __init__(self, vm: GpuVm, obj: GemObject) -> None:
+        self.vm = vm
+        self.obj = obj
+        self.vas = {}
+        self.evicted = False
+        self.listed = False
+        self.freed = False
+        self.holds_obj = True
+        self.zombie = False
         self.refs = RefCount(self, on_zero=self._destroy)
 
     def __repr__(self) -> str:

@@ -194,17 +194,33 @@ def _no_free(vm: GpuVm) -> None:
     return None
 
 
-@attrs.define(slots=True, eq=False, repr=False)
 class ManagedVa(Va):
     """A VMA of a GPUVM-backed kernel-managed VM (``msm_gem_vma`` embedding its
     ``drm_gpuva``): linked to its VmBo (so it holds its buffer), plus the legacy ``mapped``
     flag and pin count.  Who owns it (for :func:`~gpuvm.core.refs.explain`) is the VM's
     ``vma_owner`` policy: the buffer itself when the VM keeps the legacy teardown trigger,
-    else whatever will tear it down."""
+    else whatever will tear it down.  A plain slotted class, as its base :class:`Va` is."""
 
-    mapped: bool = attrs.field(default=False, init=False)
-    pin_count: int = attrs.field(default=0, init=False)
-    user_cleared: bool = attrs.field(default=False, init=False)
+    __slots__ = ("mapped", "pin_count", "user_cleared")
+
+    mapped: bool
+    pin_count: int
+    user_cleared: bool
+
+    def __init__(
+        self,
+        addr: int,
+        range: int,
+        obj: GemObject | None = None,
+        offset: int = 0,
+        sparse: bool = False,
+        invalidated: bool = False,
+        user_flags: int = 0,
+    ) -> None:
+        super().__init__(addr, range, obj, offset, sparse, invalidated, user_flags)
+        self.mapped = False
+        self.pin_count = 0
+        self.user_cleared = False
 
     def keepers(self) -> Iterable[object]:
         vm = self.vm
