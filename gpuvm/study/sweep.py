@@ -149,6 +149,10 @@ class DaskExecutor:
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
+                # The scheduler starts its HTTP routes even without a dashboard, on 8787 by
+                # default; an ephemeral port avoids a clash (and a warning) with any other
+                # cluster on the machine.
+                scheduler_kwargs={"dashboard_address": ":0"},
                 silence_logs=40,
             )
             self.client = dd.Client(self._cluster)
