@@ -12,6 +12,8 @@ from pathlib import Path
 from types import FunctionType
 from typing import Any
 
+import pytest
+
 import gpuvm
 from gpuvm import EventBus, EventLog, GemObject, GpuVm
 from gpuvm.core import compiled as build
@@ -168,3 +170,23 @@ def test_a_patched_gpuvm_method_reaches_interpreted_subclasses_in_both_builds() 
             vm.unmap(0x1000, 0x1000)
     assert vm_module.GpuVm._remove is orig
     assert seen == (["sub"] if gpuvm.compiled() else ["plain", "sub"])
+
+
+def test_holder_hash_is_cached_and_behaves_as_the_value_hash() -> None:
+    """``Holder`` hashes once at construction (it is a dict key on every get and put):
+    equal holders hash equal, the hash is the value hash it always was, the derived slot
+    does not make it writable, and an unhashable ``who`` still fails when hashed, not when
+    the holder is made."""
+    from attrs.exceptions import FrozenInstanceError
+
+    from gpuvm.core.refcount import Holder
+
+    who = object()
+    a, b = Holder("bind", who), Holder("bind", who)
+    assert a == b and hash(a) == hash(b) == hash(("Holder", "bind", who))
+    with pytest.raises(FrozenInstanceError):
+        a._hash = 1  # type: ignore[misc]
+    bad = Holder("bind", who=[1])
+    with pytest.raises(TypeError):
+        hash(bad)
+    assert {a: 1}[b] == 1

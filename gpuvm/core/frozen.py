@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.machinery
 import inspect
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 from attrs.exceptions import FrozenInstanceError
@@ -39,29 +40,32 @@ def is_native(cls: type) -> bool:
     return path.endswith(_EXT) and hasattr(cls, "__mypyc_attrs__")
 
 
-def freeze(*classes: type) -> None:
+def freeze(*classes: type, derived: dict[str, Callable[[object], object]] | None = None) -> None:
     """Make each class of ``classes`` frozen as ``attrs.frozen`` would.
 
     Interpreted, each class's ``__init__`` must only store its parameters in the slots of
-    the same names; it is regenerated with the same signature and defaults, storing through
+    the same names, plus the ``derived`` slots (name -> function of the instance, run after
+    the parameters are stored, in order; the class's own ``__init__`` must compute the same
+    values); it is regenerated with the same signature and defaults, storing through
     ``object.__setattr__``.
     """
     for cls in classes:
         if not is_native(cls):
-            _regenerate_init(cls)
+            _regenerate_init(cls, derived or {})
         setattr(cls, "__setattr__", _refuse_set)  # noqa: B010
         setattr(cls, "__delattr__", _refuse_del)  # noqa: B010
 
 
-def _regenerate_init(cls: type) -> None:
+def _regenerate_init(cls: type, derived: dict[str, Callable[[object], object]]) -> None:
     init = cls.__dict__["__init__"]
     params = list(inspect.signature(init).parameters)[1:]
     slots = set(cls.__dict__.get("__slots__", ()))
-    if not set(params) <= slots:
-        raise TypeError(f"{cls.__name__}.__init__ takes parameters that are not slots")
-    body = "".join(f"    _set(self, {p!r}, {p})\n" for p in params) or "    pass\n"
-    src = f"def __init__(self, {', '.join(params)}):\n{body}"
-    ns: dict[str, object] = {"_set": object.__setattr__}
+    if not set(params) <= slots or not set(derived) <= slots:
+        raise TypeError(f"{cls.__name__}.__init__ stores names that are not slots")
+    body = "".join(f"    _set(self, {p!r}, {p})\n" for p in params)
+    body += "".join(f"    _set(self, {d!r}, _derived[{d!r}](self))\n" for d in derived)
+    src = f"def __init__(self, {', '.join(params)}):\n{body or '    pass' + chr(10)}"
+    ns: dict[str, object] = {"_set": object.__setattr__, "_derived": dict(derived)}
     exec(src, ns)  # generated from the signature, as attrs does
     new = ns["__init__"]
     for attr in ("__defaults__", "__kwdefaults__", "__annotations__", "__doc__"):

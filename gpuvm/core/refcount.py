@@ -30,14 +30,16 @@ class Holder:
     equal holders are the same holder.
     """
 
-    __slots__ = ("kind", "who")
+    __slots__ = ("_hash", "kind", "who")
 
     kind: Final[str]
     who: Final[object]
+    _hash: Final[int]
 
     def __init__(self, kind: str, who: object = None) -> None:
         self.kind = kind
         self.who = who
+        self._hash = _holder_hash(self)
 
     def keepers(self) -> Iterable[object]:
         return () if self.who is None else (self.who,)
@@ -48,7 +50,8 @@ class Holder:
         return (self.kind, self.who) == (other.kind, other.who)
 
     def __hash__(self) -> int:
-        return hash(("Holder", self.kind, self.who))
+        h = self._hash
+        return h if h != -1 else hash(("Holder", self.kind, self.who))
 
     def __str__(self) -> str:
         return self.kind if self.who is None else f"{self.kind} of {self.who!r}"
@@ -57,7 +60,18 @@ class Holder:
         return f"Holder(kind={self.kind!r}, who={self.who!r})"
 
 
-freeze(Holder)
+def _holder_hash(holder: object) -> int:
+    """The hash of a holder, computed once at construction: holders are dict keys on
+    every get and put.  An unhashable ``who`` gives -1 (never a hash value), and hashing
+    such a holder raises then, as it did before the cache."""
+    assert isinstance(holder, Holder)
+    try:
+        return hash(("Holder", holder.kind, holder.who))
+    except TypeError:
+        return -1
+
+
+freeze(Holder, derived={"_hash": _holder_hash})
 
 OWNER = Holder("owner")
 """The reference the creator of an object holds (``kref_init``'s 1)."""
