@@ -92,8 +92,8 @@ def test_split_keeps_per_va_attributes() -> None:
 def test_split_that_loses_attributes_is_flagged() -> None:
     if gpuvm.compiled():
         pytest.skip(
-            "patches GpuVm.apply for a plain GpuVm, which the compiled core does not see "
-            "(docs/compiled.md); the mutant test runs it through DriverVm instead"
+            "patches GpuVm.apply, which the compiled core calls natively: the mutant is "
+            "pure-only (docs/compiled.md)"
         )
     with split_drops_attributes():
         checker = _split_flagged_va()

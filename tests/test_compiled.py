@@ -153,9 +153,13 @@ def test_an_interpreted_subclass_override_runs_from_the_core() -> None:
 
 
 def test_a_patched_gpuvm_method_reaches_interpreted_subclasses_in_both_builds() -> None:
-    """What ``gpuvm.testing.mutants`` relies on: the machines' VMs are interpreted
-    subclasses (``DriverVm``), which see a patch of ``GpuVm`` in both builds.  A plain
-    ``GpuVm`` sees it only when interpreted: compiled code calls native methods directly."""
+    """An interpreted subclass of ``GpuVm`` (a user's own VM class) sees a patch of a
+    ``GpuVm`` method in both builds.  A plain ``GpuVm`` and the driver layer's VMs
+    (``DriverVm``, native classes in the compiled build) see it only when interpreted:
+    compiled code calls native methods directly, which is why the mutants that patch
+    ``GpuVm`` are pure-only (``gpuvm.testing.mutants``)."""
+    from gpuvm.drm.driver import DriverVm
+
     seen: list[str] = []
     orig = GpuVm._remove
 
@@ -164,12 +168,13 @@ def test_a_patched_gpuvm_method_reaches_interpreted_subclasses_in_both_builds() 
         orig(self, va)
 
     plain, sub = GpuVm(0, 1 << 20, name="plain"), Counting(0, 1 << 20, name="sub")
+    drv = DriverVm(0, 1 << 20, name="driver", bus=EventBus())
     with patched(GpuVm, "_remove", _remove):
-        for vm in (plain, sub):
+        for vm in (plain, sub, drv):
             vm.map(0x1000, 0x1000)
             vm.unmap(0x1000, 0x1000)
     assert vm_module.GpuVm._remove is orig
-    assert seen == (["sub"] if gpuvm.compiled() else ["plain", "sub"])
+    assert seen == (["sub"] if gpuvm.compiled() else ["plain", "sub", "driver"])
 
 
 def test_holder_hash_is_cached_and_behaves_as_the_value_hash() -> None:

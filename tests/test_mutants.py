@@ -14,6 +14,7 @@ from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from gpuvm import compiled
+from gpuvm.core.errors import NotSupported
 from gpuvm.testing import machine_class
 from gpuvm.testing.api_machine import api_machine_class
 from gpuvm.testing.mutants import MUTANTS, Mutant
@@ -38,8 +39,17 @@ MACHINE_MUTANTS = [m for m in MUTANTS.values() if m.machine != "checks"]
 CHECK_MUTANTS = [m for m in MUTANTS.values() if m.machine == "checks"]
 
 
+def _skip_if_pure_only(mutant: Mutant) -> None:
+    if mutant.pure_only and compiled():
+        pytest.skip(
+            f"{mutant.name} patches GpuVm methods the compiled core calls natively: it runs "
+            "in the pure build only (docs/compiled.md)"
+        )
+
+
 @pytest.mark.parametrize("mutant", MACHINE_MUTANTS, ids=[m.name for m in MACHINE_MUTANTS])
 def test_machine_catches_mutant(mutant: Mutant) -> None:
+    _skip_if_pure_only(mutant)
     machine: Any = (
         api_machine_class(mutant.policy)
         if mutant.machine == "api"
@@ -51,20 +61,11 @@ def test_machine_catches_mutant(mutant: Mutant) -> None:
     assert "FAIL" in text or "changed the model" in text, text
 
 
-PLAIN_GPUVM_PATCHES = frozenset({"apply_in_fence_section"})
-"""Check mutants whose direct test drives a plain ``GpuVm`` through a patched method: the
-compiled core calls its native methods, so they run interpreted only."""
-
-
 @pytest.mark.parametrize("mutant", CHECK_MUTANTS, ids=[m.name for m in CHECK_MUTANTS])
 def test_direct_test_catches_check_mutant(mutant: Mutant) -> None:
     """A check mutant makes its named direct test fail; without it the test passes."""
     assert mutant.caught_by is not None and mutant.patch is not None
-    if mutant.name in PLAIN_GPUVM_PATCHES and compiled():
-        pytest.skip(
-            "patches a GpuVm method for a plain GpuVm, which the compiled core does not see "
-            "(docs/compiled.md)"
-        )
+    _skip_if_pure_only(mutant)
     path, name = mutant.caught_by.split("::")
     module = importlib.import_module(path.removeprefix("tests/").removesuffix(".py"))
     test = getattr(module, name)
@@ -76,6 +77,7 @@ def test_direct_test_catches_check_mutant(mutant: Mutant) -> None:
 
 @pytest.mark.parametrize("mutant", [m for m in MUTANTS.values() if m.patch is not None], ids=str)
 def test_patches_are_undone(mutant: Mutant) -> None:
+    _skip_if_pure_only(mutant)
     import gpuvm.drm.file
     import gpuvm.drm.prime
     from gpuvm.core.vm import GpuVm
@@ -103,3 +105,34 @@ def test_patches_are_undone(mutant: Mutant) -> None:
     with mutant.active():
         assert state() != before
     assert state() == before
+
+
+PURE_ONLY = [m for m in MUTANTS.values() if m.pure_only]
+
+
+@pytest.mark.parametrize("mutant", PURE_ONLY, ids=[m.name for m in PURE_ONLY])
+def test_pure_only_mutants_refuse_the_compiled_build(mutant: Mutant) -> None:
+    """A mutant whose patch the compiled core would not see refuses to run there (so a run
+    never reports an unbroken model as the mutant), and runs in the pure build."""
+    import gpuvm.core.vm
+
+    before = dict(vars(gpuvm.core.vm.GpuVm))
+    if compiled():
+        with pytest.raises(NotSupported, match="pure-Python build"):
+            mutant.active()
+    else:
+        with mutant.active():
+            assert dict(vars(gpuvm.core.vm.GpuVm)) != before
+    assert dict(vars(gpuvm.core.vm.GpuVm)) == before
+
+
+def test_the_core_variants_are_the_pure_only_ones() -> None:
+    """Exactly the mutants that patch ``GpuVm`` methods the core calls from compiled code
+    are pure-only; the others (policies, driver functions, checks) run in both builds."""
+    assert {m.name for m in PURE_ONLY} == {
+        "forget_unlink_on_remap",
+        "drop_vm_bo_buffer_ref",
+        "leave_freed_node_in_va_index",
+        "split_drops_attributes",
+        "apply_in_fence_section",
+    }

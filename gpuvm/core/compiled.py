@@ -9,8 +9,9 @@ it without importing the package.
 
 from __future__ import annotations
 
-import importlib
 import importlib.machinery
+import importlib.util
+import sys
 
 __all__ = ["MODULES", "compiled", "compiled_modules", "core_build"]
 
@@ -30,17 +31,29 @@ MODULES = (
     "gpuvm.core.va",
     "gpuvm.core.vmbo",
     "gpuvm.core.refcount",
+    "gpuvm.drm.driver_vm",
 )
 """The modules the compiled build compiles: the ``GpuVm`` class, its section modules, the
-VA index, split/merge, and the hot data classes (ops and requests, ``Va``, ``VmBo``,
-``Holder`` / ``RefCount``), written as plain slotted classes so that mypyc makes them native
-classes.  The modules defining attrs classes (``gem``, ``events``) stay interpreted: mypyc
-2.4 builds an ``attrs.define`` / ``attrs.frozen`` class as a non-native class and breaks it
+VA index, split/merge, the driver layer's VM classes (``gpuvm.drm.driver_vm``: ``DriverVm``,
+``ManagedVm``, ``ManagedVa``, the VMs every pageflip and submit runs through), and the hot
+data classes (ops and requests, ``Va``, ``VmBo``, ``Holder`` / ``RefCount``), written as
+plain slotted classes so that mypyc makes them native classes.  They are one compilation
+group across the two layers; only their names are listed here (nothing is imported).  The
+modules defining attrs classes (``gem``, ``events``) stay interpreted: mypyc 2.4 builds an
+``attrs.define`` / ``attrs.frozen`` class as a non-native class and breaks it
 (``docs/compiled.md``)."""
 
 
 def _is_extension(module: str) -> bool:
-    path = getattr(importlib.import_module(module), "__file__", None) or ""
+    """Whether ``module`` loads from an extension module: a loaded module's file, else where
+    the import system would find it (not importing it, so that the core does not import the
+    driver layer's module named in :data:`MODULES`)."""
+    loaded = sys.modules.get(module)
+    if loaded is not None:
+        path = getattr(loaded, "__file__", None) or ""
+    else:
+        spec = importlib.util.find_spec(module)
+        path = (spec.origin if spec is not None else None) or ""
     return path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
 
 

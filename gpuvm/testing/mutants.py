@@ -16,6 +16,8 @@ from typing import Any
 
 import attrs
 
+from gpuvm.core.compiled import compiled
+from gpuvm.core.errors import NotSupported
 from gpuvm.drm.policies import GpuvmVmaRef, TeardownPolicy
 
 __all__ = ["MUTANTS", "Mutant", "SkipUnmapAtHandleClose", "patched"]
@@ -38,7 +40,13 @@ class Mutant:
 
     ``machine == "checks"``: a check that stopped detecting one thing (or a refusal that
     stopped refusing); no state machine can see it, since the machines trust the checks,
-    so ``caught_by`` names the direct test (``tests/<file>.py::<test>``) that must fail."""
+    so ``caught_by`` names the direct test (``tests/<file>.py::<test>``) that must fail.
+
+    ``pure_only``: the patch replaces ``GpuVm`` methods that the compiled core
+    (``GPUVM_COMPILE=1``, ``docs/compiled.md``) calls natively, for plain VMs and the driver
+    layer's VMs alike, so it would not take effect there; :meth:`active` refuses it
+    (:class:`~gpuvm.core.errors.NotSupported`) under the compiled build rather than run an
+    unbroken model.  Run such a mutant with the default, pure-Python install."""
 
     name: str
     description: str
@@ -46,8 +54,14 @@ class Mutant:
     machine: str
     patch: Callable[[], contextlib.AbstractContextManager[None]] | None = None
     caught_by: str | None = None
+    pure_only: bool = False
 
     def active(self) -> contextlib.AbstractContextManager[None]:
+        if self.pure_only and compiled():
+            raise NotSupported(
+                f"mutant {self.name} patches GpuVm methods that the compiled core calls "
+                "natively; it takes effect only in the pure-Python build (docs/compiled.md)"
+            )
         return self.patch() if self.patch is not None else contextlib.nullcontext()
 
 
@@ -365,6 +379,7 @@ MUTANTS: dict[str, Mutant] = {
             "gpuvm_vma_ref",
             "vm_bind",
             forget_unlink_on_remap,
+            pure_only=True,
         ),
         Mutant(
             "drop_vm_bo_buffer_ref",
@@ -372,6 +387,7 @@ MUTANTS: dict[str, Mutant] = {
             "gpuvm_vma_ref",
             "vm_bind",
             drop_vm_bo_buffer_ref,
+            pure_only=True,
         ),
         Mutant(
             "skip_unmap_at_handle_close",
@@ -392,6 +408,7 @@ MUTANTS: dict[str, Mutant] = {
             "gpuvm_vma_ref",
             "vm_bind",
             leave_freed_node_in_va_index,
+            pure_only=True,
         ),
         Mutant(
             "leak_refs_on_failed_bind",
@@ -406,6 +423,7 @@ MUTANTS: dict[str, Mutant] = {
             "gpuvm_vma_ref",
             "vm_bind",
             split_drops_attributes,
+            pure_only=True,
         ),
         Mutant(
             "bool_handles_accepted",
@@ -475,6 +493,7 @@ MUTANTS: dict[str, Mutant] = {
             "checks",
             apply_in_fence_section,
             "tests/test_survivors.py::test_apply_inside_fence_signalling_refused_unchanged",
+            pure_only=True,
         ),
         Mutant(
             "p2p_ignores_topology",
