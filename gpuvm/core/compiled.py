@@ -31,6 +31,7 @@ MODULES = (
     "gpuvm.core.va",
     "gpuvm.core.vmbo",
     "gpuvm.core.refcount",
+    "gpuvm.core.events",
     "gpuvm.drm.driver_vm",
 )
 """The modules the compiled build compiles: the ``GpuVm`` class, its section modules, the
@@ -39,9 +40,9 @@ VA index, split/merge, the driver layer's VM classes (``gpuvm.drm.driver_vm``: `
 data classes (ops and requests, ``Va``, ``VmBo``, ``Holder`` / ``RefCount``), written as
 plain slotted classes so that mypyc makes them native classes.  They are one compilation
 group across the two layers; only their names are listed here (nothing is imported).  The
-modules defining attrs classes (``gem``, ``events``) stay interpreted: mypyc 2.4 builds an
-``attrs.define`` / ``attrs.frozen`` class as a non-native class and breaks it
-(``docs/compiled.md``)."""
+events (``events``) are plain classes for the same reason.  The module defining attrs
+classes (``gem``) stays interpreted: mypyc 2.4 builds an ``attrs.define`` / ``attrs.frozen``
+class as a non-native class and breaks it (``docs/compiled.md``)."""
 
 
 def _is_extension(module: str) -> bool:

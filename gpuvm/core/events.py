@@ -3,191 +3,414 @@
 The model is clock-free: operations change state and emit events; cost counters, the
 lifetime checker and trace recorders are observers.  Events are frozen values.  Emitting
 is free when nobody listens, so the hot paths stay fast without observers.
+
+The events, the bus and the log are plain classes with ``__slots__`` and hand-written
+``__init__`` / ``__eq__`` / ``__hash__`` / ``__repr__`` (what ``attrs.frozen`` generated
+before: value equality within one event type, the same repr), the documented exception to
+the house rule: the compiled build (``docs/compiled.md``) makes them native classes, so that
+building and emitting an event from compiled code costs no interpreted call; mypyc cannot
+compile attrs classes.  :func:`freeze` makes them frozen as attrs did.  :class:`Event`
+allows subclasses of any kind, attrs ones included (``gpuvm.drm.dmabuf`` defines some);
+:func:`fields_of` lists any event type's fields.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import ClassVar, Final
 
 import attrs
+
+from gpuvm.core.frozen import freeze
+
+try:  # mypyc reads the decorator at compile time; interpreted it does nothing
+    from mypy_extensions import mypyc_attr
+except ImportError:  # installed without mypy
+
+    def mypyc_attr(*args: object, **kwargs: object) -> Callable[[type], type]:  # type: ignore[misc]
+        return lambda cls: cls
+
 
 Listener = Callable[["Event"], None]
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Event:
-    """Base class of every event."""
+    """Base class of every event.  A subclass lists its fields in ``_fields`` (in order; the
+    repr, equality and hash use them), or is an attrs class (which brings its own)."""
+
+    __slots__ = ()
+
+    _fields: ClassVar[tuple[str, ...]] = ()
 
     @property
     def kind(self) -> str:
         return type(self).__name__
 
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Event)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__qualname__, *self._values()))
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        return f"{type(self).__qualname__.rsplit('>.', 1)[-1]}({body})"  # as attrs names it
+
 
 # --- VA tree and links (drm_gpuva_insert / remove / link / unlink) -------------------------
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VaInserted(Event):
-    vm: object
-    va: object
+    __slots__ = ("va", "vm")
+    _fields: ClassVar[tuple[str, ...]] = ("vm", "va")
+
+    vm: Final[object]
+    va: Final[object]
+
+    def __init__(self, vm: object, va: object) -> None:
+        self.vm = vm
+        self.va = va
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VaRemoved(Event):
-    vm: object
-    va: object
+    __slots__ = ("va", "vm")
+    _fields: ClassVar[tuple[str, ...]] = ("vm", "va")
+
+    vm: Final[object]
+    va: Final[object]
+
+    def __init__(self, vm: object, va: object) -> None:
+        self.vm = vm
+        self.va = va
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VaLinked(Event):
-    va: object
-    vm_bo: object
+    __slots__ = ("va", "vm_bo")
+    _fields: ClassVar[tuple[str, ...]] = ("va", "vm_bo")
+
+    va: Final[object]
+    vm_bo: Final[object]
+
+    def __init__(self, va: object, vm_bo: object) -> None:
+        self.va = va
+        self.vm_bo = vm_bo
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VaUnlinked(Event):
-    va: object
-    vm_bo: object
+    __slots__ = ("va", "vm_bo")
+    _fields: ClassVar[tuple[str, ...]] = ("va", "vm_bo")
+
+    va: Final[object]
+    vm_bo: Final[object]
+
+    def __init__(self, va: object, vm_bo: object) -> None:
+        self.va = va
+        self.vm_bo = vm_bo
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VmBoCreated(Event):
-    vm_bo: object
+    __slots__ = ("vm_bo",)
+    _fields: ClassVar[tuple[str, ...]] = ("vm_bo",)
+
+    vm_bo: Final[object]
+
+    def __init__(self, vm_bo: object) -> None:
+        self.vm_bo = vm_bo
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VmBoDestroyed(Event):
-    vm_bo: object
+    __slots__ = ("vm_bo",)
+    _fields: ClassVar[tuple[str, ...]] = ("vm_bo",)
+
+    vm_bo: Final[object]
+
+    def __init__(self, vm_bo: object) -> None:
+        self.vm_bo = vm_bo
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VmBoZombie(Event):
     """A deferred put dropped a VmBo's last reference: it left its GEM's list (and, unless
     the VM is RESV_PROTECTED, the extobj / evict lists) and waits on the VM's deferred list
     for ``drm_gpuvm_bo_deferred_cleanup``, still holding its VM and buffer."""
 
-    vm_bo: object
+    __slots__ = ("vm_bo",)
+    _fields: ClassVar[tuple[str, ...]] = ("vm_bo",)
+
+    vm_bo: Final[object]
+
+    def __init__(self, vm_bo: object) -> None:
+        self.vm_bo = vm_bo
 
 
 # --- page tables (what a driver does when it applies ops) -----------------------------------
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Mapped(Event):
     """Page-table entries written for ``[addr, addr+range)`` (a map, or the non-kept part
     of one)."""
 
-    vm: object
-    addr: int
-    range: int
-    obj: object
-    offset: int
+    __slots__ = ("addr", "obj", "offset", "range", "vm")
+    _fields: ClassVar[tuple[str, ...]] = ("vm", "addr", "range", "obj", "offset")
+
+    vm: Final[object]
+    addr: Final[int]
+    range: Final[int]
+    obj: Final[object]
+    offset: Final[int]
+
+    def __init__(self, vm: object, addr: int, range: int, obj: object, offset: int) -> None:
+        self.vm = vm
+        self.addr = addr
+        self.range = range
+        self.obj = obj
+        self.offset = offset
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Unmapped(Event):
     """Page-table entries cleared for ``[addr, addr+range)``."""
 
-    vm: object
-    addr: int
-    range: int
+    __slots__ = ("addr", "range", "vm")
+    _fields: ClassVar[tuple[str, ...]] = ("vm", "addr", "range")
+
+    vm: Final[object]
+    addr: Final[int]
+    range: Final[int]
+
+    def __init__(self, vm: object, addr: int, range: int) -> None:
+        self.vm = vm
+        self.addr = addr
+        self.range = range
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class TlbInvalidated(Event):
     """A TLB invalidation covering ``[addr, addr+range)``; whether it costs a per-page range
     invalidation or one whole-context flush is the cost preset's business."""
 
-    vm: object
-    addr: int
-    range: int
+    __slots__ = ("addr", "range", "vm")
+    _fields: ClassVar[tuple[str, ...]] = ("vm", "addr", "range")
+
+    vm: Final[object]
+    addr: Final[int]
+    range: Final[int]
+
+    def __init__(self, vm: object, addr: int, range: int) -> None:
+        self.vm = vm
+        self.addr = addr
+        self.range = range
 
 
 # --- VMAs (legacy path and kernel-managed VMs) ----------------------------------------------
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VmaCreated(Event):
-    vm: object
-    vma: object
+    __slots__ = ("vm", "vma")
+    _fields: ClassVar[tuple[str, ...]] = ("vm", "vma")
+
+    vm: Final[object]
+    vma: Final[object]
+
+    def __init__(self, vm: object, vma: object) -> None:
+        self.vm = vm
+        self.vma = vma
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VmaDestroyed(Event):
-    vm: object
-    vma: object
+    __slots__ = ("vm", "vma")
+    _fields: ClassVar[tuple[str, ...]] = ("vm", "vma")
+
+    vm: Final[object]
+    vma: Final[object]
+
+    def __init__(self, vm: object, vma: object) -> None:
+        self.vm = vm
+        self.vma = vma
 
 
 # --- references and lifetimes --------------------------------------------------------------
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RefGot(Event):
-    target: object
-    holder: object
+    __slots__ = ("holder", "target")
+    _fields: ClassVar[tuple[str, ...]] = ("target", "holder")
+
+    target: Final[object]
+    holder: Final[object]
+
+    def __init__(self, target: object, holder: object) -> None:
+        self.target = target
+        self.holder = holder
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RefPut(Event):
-    target: object
-    holder: object
+    __slots__ = ("holder", "target")
+    _fields: ClassVar[tuple[str, ...]] = ("target", "holder")
+
+    target: Final[object]
+    holder: Final[object]
+
+    def __init__(self, target: object, holder: object) -> None:
+        self.target = target
+        self.holder = holder
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Freed(Event):
     """An object's last reference is gone and it was destroyed (GEM free, VM free, ...)."""
 
-    obj: object
+    __slots__ = ("obj",)
+    _fields: ClassVar[tuple[str, ...]] = ("obj",)
+
+    obj: Final[object]
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Warning(Event):
     """Something the kernel would WARN about and then carry on with."""
 
-    where: object
-    message: str
+    __slots__ = ("message", "where")
+    _fields: ClassVar[tuple[str, ...]] = ("where", "message")
+
+    where: Final[object]
+    message: Final[str]
+
+    def __init__(self, where: object, message: str) -> None:
+        self.where = where
+        self.message = message
 
 
 # --- eviction and validation ---------------------------------------------------------------
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Evicted(Event):
-    vm_bo: object
-    evicted: bool
+    __slots__ = ("evicted", "vm_bo")
+    _fields: ClassVar[tuple[str, ...]] = ("vm_bo", "evicted")
+
+    vm_bo: Final[object]
+    evicted: Final[bool]
+
+    def __init__(self, vm_bo: object, evicted: bool) -> None:
+        self.vm_bo = vm_bo
+        self.evicted = evicted
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Validated(Event):
-    vm_bo: object
+    __slots__ = ("vm_bo",)
+    _fields: ClassVar[tuple[str, ...]] = ("vm_bo",)
+
+    vm_bo: Final[object]
+
+    def __init__(self, vm_bo: object) -> None:
+        self.vm_bo = vm_bo
 
 
 # --- driver layer -------------------------------------------------------------------------
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Ioctl(Event):
     """A userspace call into the driver (counted by cost observers)."""
 
-    name: str
-    file: object = None
+    __slots__ = ("file", "name")
+    _fields: ClassVar[tuple[str, ...]] = ("name", "file")
+
+    name: Final[str]
+    file: Final[object]
+
+    def __init__(self, name: str, file: object = None) -> None:
+        self.name = name
+        self.file = file
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Migrated(Event):
     """A buffer's backing moved between memory domains."""
 
-    obj: object
-    src: str
-    dst: str
-    bytes: int
+    __slots__ = ("bytes", "dst", "obj", "src")
+    _fields: ClassVar[tuple[str, ...]] = ("obj", "src", "dst", "bytes")
+
+    obj: Final[object]
+    src: Final[str]
+    dst: Final[str]
+    bytes: Final[int]
+
+    def __init__(self, obj: object, src: str, dst: str, bytes: int) -> None:
+        self.obj = obj
+        self.src = src
+        self.dst = dst
+        self.bytes = bytes
 
 
-@attrs.frozen(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FrameEnd(Event):
     """A workload finished one frame (a pageflip)."""
 
-    index: int
+    __slots__ = ("index",)
+    _fields: ClassVar[tuple[str, ...]] = ("index",)
+
+    index: Final[int]
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+freeze(
+    VaInserted,
+    VaRemoved,
+    VaLinked,
+    VaUnlinked,
+    VmBoCreated,
+    VmBoDestroyed,
+    VmBoZombie,
+    Mapped,
+    Unmapped,
+    TlbInvalidated,
+    VmaCreated,
+    VmaDestroyed,
+    RefGot,
+    RefPut,
+    Freed,
+    Warning,
+    Evicted,
+    Validated,
+    Ioctl,
+    Migrated,
+    FrameEnd,
+)
+
+
+def fields_of(kind: type) -> tuple[str, ...]:
+    """The field names of an event type, in order: its ``_fields``, or an attrs event
+    class's attributes (for traces and reports that print any event)."""
+    if attrs.has(kind):
+        return tuple(a.name for a in attrs.fields(kind))
+    fields: tuple[str, ...] = getattr(kind, "_fields", ())
+    return fields
 
 
 class _Routes(dict[type, tuple[Listener, ...]]):
@@ -209,16 +432,28 @@ class _Routes(dict[type, tuple[Listener, ...]]):
         return found
 
 
-@attrs.frozen(slots=True, eq=False)
 class Subscription:
     """One subscriber: a ``listener`` for every event (``kinds is None``) or for ``kinds``
     and their subclasses; or, with ``handlers``, one callable per event type (an event goes
     to the handler of the first listed type it is an instance of), so the bus calls the
-    right handler directly instead of a listener that dispatches on the type itself."""
+    right handler directly instead of a listener that dispatches on the type itself.  A
+    frozen value compared by identity."""
 
-    listener: Listener
-    kinds: tuple[type, ...] | None = None
-    handlers: tuple[tuple[type, Listener], ...] = ()
+    __slots__ = ("handlers", "kinds", "listener")
+
+    listener: Final[Listener]
+    kinds: Final[tuple[type, ...] | None]
+    handlers: Final[tuple[tuple[type, Listener], ...]]
+
+    def __init__(
+        self,
+        listener: Listener,
+        kinds: tuple[type, ...] | None = None,
+        handlers: tuple[tuple[type, Listener], ...] = (),
+    ) -> None:
+        self.listener = listener
+        self.kinds = kinds
+        self.handlers = handlers
 
     def handler_for(self, kind: type) -> Listener | None:
         if self.handlers:
@@ -230,21 +465,35 @@ class Subscription:
             return self.listener
         return None
 
+    def __repr__(self) -> str:
+        return (
+            f"Subscription(listener={self.listener!r}, kinds={self.kinds!r}, "
+            f"handlers={self.handlers!r})"
+        )
 
-@attrs.define(slots=True, eq=False)
+
+freeze(Subscription)
+
+
 class EventBus:
     """Fan-out of events to subscribers, in subscription order.
 
     A listener may subscribe to a few event types only; ``route[EventType]`` is the tuple of
     callables that want that type, so the model builds an event only when someone will
-    receive it (``if bus.route[Mapped]: bus.emit(Mapped(...))``).
+    receive it (``if bus.route[Mapped]: bus.emit(Mapped(...))``).  Compared by identity.
     """
 
-    listeners: list[Listener] = attrs.field(factory=list)
-    filters: list[Subscription] = attrs.field(factory=list)
-    route: _Routes = attrs.field(init=False)
+    __slots__ = ("filters", "listeners", "route")
 
-    def __attrs_post_init__(self) -> None:
+    listeners: list[Listener]
+    filters: list[Subscription]
+    route: _Routes
+
+    def __init__(
+        self, listeners: list[Listener] | None = None, filters: list[Subscription] | None = None
+    ) -> None:
+        self.listeners = [] if listeners is None else listeners
+        self.filters = [] if filters is None else filters
         self.route = _Routes(self)
         self.filters.extend(Subscription(listener) for listener in self.listeners)
 
@@ -293,12 +542,22 @@ class EventBus:
     def active(self) -> bool:
         return bool(self.listeners)
 
+    def __repr__(self) -> str:
+        return (
+            f"EventBus(listeners={self.listeners!r}, filters={self.filters!r}, "
+            f"route={self.route!r})"
+        )
 
-@attrs.define(slots=True, eq=False)
+
 class EventLog:
-    """A listener that keeps every event, for tests and traces."""
+    """A listener that keeps every event, for tests and traces.  Compared by identity."""
 
-    events: list[Event] = attrs.field(factory=list)
+    __slots__ = ("events",)
+
+    events: list[Event]
+
+    def __init__(self, events: list[Event] | None = None) -> None:
+        self.events = [] if events is None else events
 
     def __call__(self, event: Event) -> None:
         self.events.append(event)
@@ -308,3 +567,6 @@ class EventLog:
 
     def clear(self) -> None:
         self.events.clear()
+
+    def __repr__(self) -> str:
+        return f"EventLog(events={self.events!r})"

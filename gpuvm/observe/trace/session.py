@@ -12,10 +12,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import attrs
-
 from gpuvm.core.errors import GpuvmError
-from gpuvm.core.events import Event, EventBus, EventLog
+from gpuvm.core.events import Event, EventBus, EventLog, fields_of
 from gpuvm.observe.checker import LifetimeChecker
 from gpuvm.observe.trace.schema import (
     _PREFIX,
@@ -417,7 +415,7 @@ class _Bad(Exception):
 
 def format_event(event: Event) -> str:
     """One line for an event: its type and fields."""
-    fields = ", ".join(f"{a.name}={getattr(event, a.name)!r}" for a in attrs.fields(type(event)))
+    fields = ", ".join(f"{name}={getattr(event, name)!r}" for name in fields_of(type(event)))
     return f"{event.kind}({fields})"
 
 
@@ -436,6 +434,6 @@ def event_fields(event: Event) -> dict[str, Any]:
     """An event as a dict: ``kind`` and each field as a JSON value (model objects as their
     repr at emission time)."""
     out: dict[str, Any] = {"kind": event.kind}
-    for a in attrs.fields(type(event)):
-        out[a.name] = _json_value(getattr(event, a.name))
+    for name in fields_of(type(event)):
+        out[name] = _json_value(getattr(event, name))
     return out
