@@ -26,41 +26,20 @@ from gpuvm.core.events import (
     Event,
     EventBus,
     FrameEnd,
-    Ioctl,
-    Mapped,
-    Migrated,
-    TlbInvalidated,
-    Unmapped,
-    VmaCreated,
-    VmaDestroyed,
 )
 from gpuvm.observe.costs.counts import (
-    BYTES_MAPPED,
-    BYTES_MIGRATED,
-    BYTES_UNMAPPED,
     DEFAULT_PAGE_SIZE,
     DEFAULT_TLB_KIND,
     FRAMES,
     INT_FIELDS,
-    IOCTLS,
-    MAP_OPS,
-    MAX_EXACT_TLB_SIZES,
-    MIGRATIONS,
-    PAGES_MAPPED,
-    PAGES_UNMAPPED,
-    TLB_FLUSH,
-    TLB_FLUSH_PAGES,
     TLB_KINDS,
-    TLB_RANGE,
-    TLB_RANGE_PAGES,
-    UNMAP_OPS,
-    VMAS_CREATED,
-    VMAS_DESTROYED,
     Counts,
     from_parts,
-    size_bucket,
 )
 from gpuvm.observe.costs.errors import FrameScopeError
+from gpuvm.observe.costs.tally import SlotKey as _SlotKey
+from gpuvm.observe.costs.tally import VmState as _VmState
+from gpuvm.observe.costs.tally import make_handlers
 
 __all__ = ["CostCounters", "FrameScope"]
 
@@ -69,28 +48,8 @@ TlbKindSpec = str | Callable[[Any], str]
 
 _NF: Final = len(INT_FIELDS)
 
-# Slots past the fixed fields are allocated on demand, one per (kind, key):
-# ("mapped", page_size), ("unmapped", page_size), ("ioctl", name), and for the sizes of TLB
-# invalidations ("tlb", (vm_kind, page_size, lo, hi)) counting invalidations with
-# ("tlb_pages", (vm_kind, page_size, lo, hi)) their pages (buckets only: an exact size's
-# pages are its size times its count).
-_SlotKey = tuple[str, object]
+# Slots past the fixed fields are allocated on demand, one per key (tally.SlotKey).
 _Record = tuple[int, ...]
-
-
-class _VmState:
-    """What the counters know about one VM: its page size, TLB kind, its tally (a flat
-    list in slot layout) and the slots of its page size."""
-
-    __slots__ = ("acc", "mapped_slot", "page_size", "per_page", "unmapped_slot", "vm")
-
-    def __init__(self, vm: object) -> None:
-        self.vm = vm
-        self.acc = [0] * _NF
-        self.page_size = DEFAULT_PAGE_SIZE
-        self.per_page = False
-        self.mapped_slot = 0
-        self.unmapped_slot = 0
 
 
 class FrameScope:
@@ -438,109 +397,9 @@ class CostCounters:
     # --- the listener (hot path) ------------------------------------------------------------
 
     def _make_handlers(self) -> tuple[tuple[type[Event], Callable[[Any], None]], ...]:
-        """Build one handler per counted event type: closures over the tallies (no
-        attribute lookups on ``self``), which the bus calls directly (see
-        :meth:`EventBus.subscribe_handlers`)."""
-        dev = self._dev
-        vms = self._vms
-        state = self._state
-        slot = self._slot
-
-        def mapped(e: Mapped) -> None:
-            st = vms.get(id(e.vm)) or state(e.vm)
-            ps = st.page_size
-            a = e.addr
-            r = e.range
-            n = (a + r + ps - 1) // ps - a // ps
-            v = st.acc
-            v[MAP_OPS] += 1
-            v[PAGES_MAPPED] += n
-            v[BYTES_MAPPED] += r
-            v[st.mapped_slot] += n
-            dev[MAP_OPS] += 1
-            dev[PAGES_MAPPED] += n
-            dev[BYTES_MAPPED] += r
-            dev[st.mapped_slot] += n
-
-        def unmapped(e: Unmapped) -> None:
-            st = vms.get(id(e.vm)) or state(e.vm)
-            ps = st.page_size
-            a = e.addr
-            r = e.range
-            n = (a + r + ps - 1) // ps - a // ps
-            v = st.acc
-            v[UNMAP_OPS] += 1
-            v[PAGES_UNMAPPED] += n
-            v[BYTES_UNMAPPED] += r
-            v[st.unmapped_slot] += n
-            dev[UNMAP_OPS] += 1
-            dev[PAGES_UNMAPPED] += n
-            dev[BYTES_UNMAPPED] += r
-            dev[st.unmapped_slot] += n
-
-        # (per_page, page_size, pages) -> (count slot, pages slot or -1)
-        size_slots: dict[tuple[bool, int, int], tuple[int, int]] = {}
-        exact_sizes: dict[tuple[bool, int], int] = {}
-
-        def size_slot(per_page: bool, ps: int, n: int) -> tuple[int, int]:
-            kind = "per_page" if per_page else "context_flush"
-            seen = exact_sizes.get((per_page, ps), 0)
-            if seen < MAX_EXACT_TLB_SIZES:
-                exact_sizes[(per_page, ps)] = seen + 1
-                lo = hi = n
-            else:
-                lo, hi = size_bucket(n)
-            key = (kind, ps, lo, hi)
-            # A one-size bucket is exact: its pages are its size times its count.
-            got = (slot(("tlb", key)), -1 if lo == hi else slot(("tlb_pages", key)))
-            size_slots[(per_page, ps, n)] = got
-            return got
-
-        def tlb(e: TlbInvalidated) -> None:
-            st = vms.get(id(e.vm)) or state(e.vm)
-            ps = st.page_size
-            a = e.addr
-            n = (a + e.range + ps - 1) // ps - a // ps
-            v = st.acc
-            i, j = size_slots.get((st.per_page, ps, n)) or size_slot(st.per_page, ps, n)
-            if len(v) <= max(i, j):
-                v.extend([0] * (max(i, j) + 1 - len(v)))
-            v[i] += 1
-            dev[i] += 1
-            if j >= 0:
-                v[j] += n
-                dev[j] += n
-            if st.per_page:
-                v[TLB_RANGE] += 1
-                v[TLB_RANGE_PAGES] += n
-                dev[TLB_RANGE] += 1
-                dev[TLB_RANGE_PAGES] += n
-            else:
-                v[TLB_FLUSH] += 1
-                v[TLB_FLUSH_PAGES] += n
-                dev[TLB_FLUSH] += 1
-                dev[TLB_FLUSH_PAGES] += n
-
-        def vma_created(e: VmaCreated) -> None:
-            (vms.get(id(e.vm)) or state(e.vm)).acc[VMAS_CREATED] += 1
-            dev[VMAS_CREATED] += 1
-
-        def vma_destroyed(e: VmaDestroyed) -> None:
-            (vms.get(id(e.vm)) or state(e.vm)).acc[VMAS_DESTROYED] += 1
-            dev[VMAS_DESTROYED] += 1
-
-        def migrated(e: Migrated) -> None:
-            dev[MIGRATIONS] += 1
-            dev[BYTES_MIGRATED] += e.bytes
-
-        ioctl_slots: dict[str, int] = {}
-
-        def ioctl(e: Ioctl) -> None:
-            i = ioctl_slots.get(e.name)
-            if i is None:
-                i = ioctl_slots[e.name] = slot(("ioctl", e.name))
-            dev[IOCTLS] += 1
-            dev[i] += 1
+        """Build one handler per counted event type, which the bus calls directly (see
+        :meth:`EventBus.subscribe_handlers`): the closures over the tallies of
+        :func:`gpuvm.observe.costs.tally.make_handlers`, and ``FrameEnd``'s here."""
 
         def frame_end(e: FrameEnd) -> None:
             # Inside an explicit scope, the scope delimits the frame: not a boundary.
@@ -548,13 +407,7 @@ class CostCounters:
                 self._close_frame()
 
         return (
-            (Mapped, mapped),
-            (Unmapped, unmapped),
-            (TlbInvalidated, tlb),
-            (VmaCreated, vma_created),
-            (VmaDestroyed, vma_destroyed),
-            (Migrated, migrated),
-            (Ioctl, ioctl),
+            *make_handlers(self._dev, self._vms, self._state, self._slot),
             (FrameEnd, frame_end),
         )
 
