@@ -16,9 +16,7 @@ address space and not its buffer.  A reserved range sits in the index as a node 
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable
 
 import attrs
 
@@ -37,65 +35,15 @@ from gpuvm.core.gem import GemObject
 from gpuvm.core.refs import OWNER, RefCount
 from gpuvm.core.u64 import add_overflows, check_u64
 from gpuvm.core.vatree import RefDirection, VaIndex
+from legacy.iova import PAGE_SIZE, align_up, first_fit
 from legacy.vma import KernelVma, LegacyVma, bo_vmas
 
 __all__ = ["PAGE_SIZE", "AddressSpace", "ReservedNode", "align_up", "first_fit"]
 
-PAGE_SIZE = 4096
-"""The page size of the modelled IOMMU page tables."""
 
-
-def align_up(value: int, align: int) -> int:
-    """The smallest multiple of ``align`` that is ``>= value``."""
-    return -(-value // align) * align
-
-
-def _check_align(align: int) -> None:
+def _check_align(align: object) -> None:
     if type(align) is not int or align <= 0 or align & (align - 1):
         raise InvalidValue(f"alignment must be a power of two, got {align!r}")
-
-
-def first_fit(
-    index: VaIndex[Any],
-    lo: int,
-    hi: int,
-    size: int,
-    align: int = PAGE_SIZE,
-    taken: Iterable[tuple[int, int]] = (),
-) -> int | None:
-    """The lowest ``align``-aligned ``addr`` in ``[lo, hi)`` such that ``[addr, addr+size)``
-    fits below ``hi`` and meets no node of ``index`` and no ``(start, end)`` range of
-    ``taken`` (addresses another allocation of the same call has already claimed); None if
-    no hole fits (``drm_mm``'s ``-ENOSPC``).  O(n) in the nodes of the window."""
-    if size <= 0 or hi <= lo:
-        return None
-    cand = align_up(lo, align)
-    claimed = sorted(taken)
-    if not claimed:
-        # The common case (one buffer per call): walk the index alone, no merge.
-        for n in index.range_walk(lo, hi):
-            if cand + size > hi:
-                return None
-            start = n.addr
-            end = start + n.range
-            if end <= cand:
-                continue
-            if cand + size <= start:
-                return cand
-            cand = -(-end // align) * align
-        return cand if cand + size <= hi else None
-    nodes: Iterator[tuple[int, int]] = (
-        (n.addr, n.addr + n.range) for n in index.range_walk(lo, hi)
-    )
-    for start, end in heapq.merge(nodes, claimed):
-        if cand + size > hi:
-            return None
-        if end <= cand:
-            continue
-        if cand + size <= start:
-            return cand
-        cand = align_up(end, align)
-    return cand if cand + size <= hi else None
 
 
 @attrs.define(slots=True, eq=False, repr=False)

@@ -34,14 +34,16 @@ MODULES = (
     "gpuvm.core.events",
     "gpuvm.drm.driver_vm",
     "gpuvm.observe.costs.tally",
+    "legacy.iova",
 )
 """The modules the compiled build compiles: the ``GpuVm`` class, its section modules, the
 VA index, split/merge, the driver layer's VM classes (``gpuvm.drm.driver_vm``: ``DriverVm``,
-``ManagedVm``, ``ManagedVa``, the VMs every pageflip and submit runs through), the cost
-counters' event handlers (``gpuvm.observe.costs.tally``), and the hot
+``ManagedVm``, ``ManagedVa``, the VMs every pageflip and submit runs through) and the iova
+allocator they use (``legacy.iova``), the cost counters' event handlers
+(``gpuvm.observe.costs.tally``), and the hot
 data classes (ops and requests, ``Va``, ``VmBo``, ``Holder`` / ``RefCount``), written as
 plain slotted classes so that mypyc makes them native classes.  They are one compilation
-group across the three layers; only their names are listed here (nothing is imported).  The
+group across four layers; only their names are listed here (nothing is imported).  The
 events (``events``) are plain classes for the same reason.  The module defining attrs
 classes (``gem``) stays interpreted: mypyc 2.4 builds an ``attrs.define`` / ``attrs.frozen``
 class as a non-native class and breaks it (``docs/compiled.md``)."""
