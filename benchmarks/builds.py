@@ -31,23 +31,27 @@ BUILDS = (
 )
 
 C_REFERENCE: dict[str, int] = {
-    "sm_map+apply|1000": 2_940_000,
-    "sm_map+apply|100000": 1_210_000,
-    "sm_unmap+apply|1000": 5_500_000,
-    "sm_unmap+apply|100000": 1_840_000,
+    "sm_map+apply|1000": 2_690_000,
+    "sm_map+apply|100000": 1_590_000,
+    "sm_unmap+apply|1000": 4_900_000,
+    "sm_unmap+apply|100000": 2_210_000,
 }
 """Operations per second of the kernel's own ``drivers/gpu/drm/drm_gpuvm.c`` (torvalds/linux
-000a45dce7adc13e45b2925b383e39f32e5f3004, unmodified, built with ``gcc -O2`` in userspace
-over stub headers) on the same layouts and the same seeded requests as :func:`bench_vm.requests`
-(one sm_map+apply: ``drm_gpuvm_bo_obtain``, ``drm_gpuvm_sm_map`` with callbacks doing
-``drm_gpuva_map`` / ``remap`` / ``unmap`` and ``drm_gpuva_link`` / ``unlink``, then
-``drm_gpuvm_bo_put``; sm_unmap+apply: ``drm_gpuvm_sm_unmap`` with the same callbacks), best of
-25, measured 2026-12-06 on the 2-core x86_64 machine these benchmarks run on (load 0.5; the
-1e5 figures vary by about 20 % between passes, the timed loop being 1.5 ms).  The harness
-itself is not part of the project (it compiles kernel code); ``benchmarks/RESULTS.md`` says
-how it was built.  The scripts do not re-measure these figures: on other hardware, compare
-ratios, not the figures.  (Issue 18 recorded 0.49 M sm_map+apply/s at 1e5 VAs from an earlier
-measurement; on this machine the same algorithm does 1.2 M/s.)"""
+000a45dce7adc13e45b2925b383e39f32e5f3004, unmodified, with ``lib/rbtree.c``, built with
+``gcc -O2`` in userspace over stub headers) on the same layouts and the same seeded requests
+as :func:`bench_vm.requests`, done the way the model's ``sm_map_ops`` + ``apply`` is: one
+sm_map+apply is ``drm_gpuvm_bo_obtain``, ``drm_gpuvm_sm_map_ops_create``, each op applied
+with ``drm_gpuva_map`` / ``remap`` / ``unmap`` and ``drm_gpuva_link`` / ``unlink``, then
+``drm_gpuva_ops_free`` and ``drm_gpuvm_bo_put`` (sm_unmap+apply: the same with
+``drm_gpuvm_sm_unmap_ops_create``).  Best of 25, measured 2026-12-06 02:05 UTC on the 2-core
+x86_64 machine these benchmarks run on, idle (load 0.2-0.3), right after a
+``bench_vm.py --compare`` run; the callback form (``drm_gpuvm_sm_map`` with ``sm_step_*``
+callbacks, no op list) is about 10-20 % faster (1.76 M/s at 1e5 VAs).  Under load 0.5 the
+same binary gave 1.2 M/s at 1e5: the timed loop lasts about 1.3 ms.  The harness itself is
+not part of the project (it compiles kernel code); ``benchmarks/RESULTS.md`` says how it was
+built.  The scripts do not re-measure these figures: on other hardware, compare ratios, not
+the figures.  (Issue 18 recorded 0.49 M sm_map+apply/s at 1e5 VAs from an earlier
+measurement.)"""
 
 
 def _source_hash() -> str:
