@@ -195,3 +195,24 @@ def test_holder_hash_is_cached_and_behaves_as_the_value_hash() -> None:
     with pytest.raises(TypeError):
         hash(bad)
     assert {a: 1}[b] == 1
+
+
+def test_telling_the_build_imports_nothing() -> None:
+    """``gpuvm.core.compiled`` answers from files, importing none of the modules it names
+    (two of which are above the core: the driver VMs and the counters' handlers), and uses
+    the standard library only, as the build needs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('c', {str(CORE / 'compiled.py')!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "print(m.core_build())\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] in ('gpuvm', 'legacy', 'attrs')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert out[0] == build.core_build()
+    assert out[1] == "[]"

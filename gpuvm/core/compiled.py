@@ -10,8 +10,8 @@ it without importing the package.
 from __future__ import annotations
 
 import importlib.machinery
-import importlib.util
 import sys
+from pathlib import Path
 
 __all__ = ["MODULES", "compiled", "compiled_modules", "core_build"]
 
@@ -49,17 +49,24 @@ classes (``gem``) stays interpreted: mypyc 2.4 builds an ``attrs.define`` / ``at
 class as a non-native class and breaks it (``docs/compiled.md``)."""
 
 
+_ROOT = Path(__file__).resolve().parents[2]
+"""The directory holding the ``gpuvm`` and ``legacy`` packages (site-packages, or a checkout)."""
+
+
 def _is_extension(module: str) -> bool:
-    """Whether ``module`` loads from an extension module: a loaded module's file, else where
-    the import system would find it (not importing it, so that the core does not import the
-    driver layer's module named in :data:`MODULES`)."""
+    """Whether ``module`` loads from an extension module: a loaded module's file, else
+    whether an extension file of that name sits beside the sources (the import system
+    prefers it to the ``.py``).  Nothing is imported, so that asking from the core does not
+    import the driver layer's or the observers' modules named in :data:`MODULES`."""
     loaded = sys.modules.get(module)
     if loaded is not None:
         path = getattr(loaded, "__file__", None) or ""
-    else:
-        spec = importlib.util.find_spec(module)
-        path = (spec.origin if spec is not None else None) or ""
-    return path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+        return path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    base = _ROOT.joinpath(*module.split("."))
+    return any(
+        base.with_name(base.name + suffix).is_file()
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES
+    )
 
 
 def compiled_modules() -> tuple[str, ...]:
